@@ -1,0 +1,381 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DeviceOffset is the headroom, in bytes, that every buffer handed to the
+// tun.Device keeps in front of the IP packet.
+//
+// wireguard's Linux TUN opens the device with IFF_VNET_HDR, so every frame the
+// kernel exchanges with us starts with a 10-byte virtio-net header
+// (virtioNetHdrLen in wireguard's tun/offload_linux.go). On Write the device
+// writes that header into the bytes just before the packet, so Write needs an
+// offset of at least 10; on Read it copies the packet to the same offset. 16
+// keeps the IP header 8-byte aligned.
+const DeviceOffset = 16
+
+// maxTxBuffer is the capacity of one transmit buffer. wireguard's TUN coalesces
+// consecutive TCP segments of a write batch into one superpacket inside the
+// first segment's buffer (its user-space GRO), and only when that buffer has the
+// capacity; 64 KiB is the largest IP packet.
+const maxTxBuffer = DeviceOffset + 1<<16
+
+// maxConsecutiveReadErrors bounds how long the read loop tolerates a device
+// that fails every read without delivering a packet, before it gives up
+// rather than spin.
+const maxConsecutiveReadErrors = 100
+
+// ErrDeviceGone is reported by Endpoint.Err when the TUN device stopped
+// delivering packets under a running stack: it was closed, or its interface
+// was deleted (`ip link del`).
+var ErrDeviceGone = errors.New("the TUN device is gone")
+
+// Endpoint is the link layer of ustack: a stack.LinkEndpoint that moves raw IP
+// packets between a tun.Device and gVisor's netstack. There is no link header on
+// a TUN: what the kernel routes into the interface is an IP packet, and what
+// netstack writes out is handed to the kernel as one.
+//
+// Inbound, one goroutine reads batches of up to BatchSize packets from the
+// device into buffers it reuses, and hands each packet to netstack, copying it
+// once. Outbound, WritePackets copies netstack's packets into reused buffers
+// and writes them to the device as one batch.
+type Endpoint struct {
+	dev   tun.Device
+	batch int
+	mtu   atomic.Uint32
+
+	mu         sync.Mutex
+	dispatcher stack.NetworkDispatcher // guarded by mu
+	started    bool                    // guarded by mu: the read loop has been started
+	onClose    func()                  // guarded by mu
+
+	stopping   atomic.Bool
+	readerDone chan struct{}
+	err        atomic.Pointer[error]
+
+	writeMu   sync.Mutex
+	txBufs    [][]byte // guarded by writeMu: one reusable buffer per batch slot
+	txBatch   [][]byte // guarded by writeMu: the batch handed to dev.Write
+	stats     EndpointStats
+	closeOnce sync.Once
+	devOnce   sync.Once
+}
+
+// EndpointStats counts what the link layer saw; the protocol counters are in
+// netstack's tcpip.Stats.
+type EndpointStats struct {
+	RxPackets    atomic.Uint64 // packets read from the device and delivered
+	RxBytes      atomic.Uint64
+	RxDropped    atomic.Uint64 // packets that were not IPv4 or IPv6 (first nibble), or empty
+	RxReadErrors atomic.Uint64 // failed device reads (a malformed frame from the kernel, too many segments)
+	TxPackets    atomic.Uint64 // packets written to the device
+	TxBytes      atomic.Uint64
+	TxErrors     atomic.Uint64 // write batches the device refused (interface down, device closed)
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+// NewEndpoint returns a link endpoint on dev. It reads nothing until netstack
+// attaches it to a NIC; the caller keeps ownership of dev until Close.
+func NewEndpoint(dev tun.Device, mtu int) (*Endpoint, error) {
+	if mtu < header.IPv4MinimumMTU || mtu > 1<<16-1 {
+		return nil, fmt.Errorf("stack: MTU %d is outside %d..65535", mtu, header.IPv4MinimumMTU)
+	}
+	batch := dev.BatchSize()
+	if batch < 1 {
+		batch = 1
+	}
+	e := &Endpoint{
+		dev:        dev,
+		batch:      batch,
+		readerDone: make(chan struct{}),
+		txBufs:     make([][]byte, batch),
+		txBatch:    make([][]byte, 0, batch),
+	}
+	e.mtu.Store(uint32(mtu))
+	return e, nil
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() *EndpointStats { return &e.stats }
+
+// Err returns why the read loop stopped on its own (ErrDeviceGone, wrapped with
+// the cause), or nil while it runs or after a requested stop.
+func (e *Endpoint) Err() error {
+	if p := e.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Done is closed when the read loop has ended, whether stopped by Close or
+// because the device went away (then Err says why).
+func (e *Endpoint) Done() <-chan struct{} { return e.readerDone }
+
+// MTU implements stack.LinkEndpoint.MTU.
+func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.SetMTU.
+func (e *Endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength: a TUN carries
+// bare IP packets, there is no link header.
+func (*Endpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint.LinkAddress: an L3 device has none.
+func (*Endpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
+func (*Endpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint.Capabilities. None: netstack
+// computes and verifies every checksum itself, and there is no neighbour
+// resolution on a point-to-point L3 link.
+func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+
+// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
+func (*Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint.AddHeader: no link header.
+func (*Endpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint.ParseHeader: no link header.
+func (*Endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
+func (e *Endpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	e.onClose = f
+	e.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.IsAttached.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+// Attach implements stack.LinkEndpoint.Attach. The first non-nil dispatcher
+// starts the read loop; a nil one (the NIC is being removed) detaches, and
+// packets read after that are dropped.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dispatcher = d
+	if d != nil && !e.started && !e.stopping.Load() {
+		e.started = true
+		go e.readLoop()
+	}
+}
+
+// Wait implements stack.LinkEndpoint.Wait: it waits for the read loop, which
+// only ends once StopReading (or Close) was called or the device failed.
+func (e *Endpoint) Wait() {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		<-e.readerDone
+	}
+}
+
+// StopReading stops the read loop and waits for it. A real TUN's file is
+// pollable, so a read deadline wakes the loop and the device stays open (the
+// stack can still send its last RSTs through it); so does a device with a
+// SetReadDeadline method. Any other device is closed instead, the only way to
+// unblock its Read.
+func (e *Endpoint) StopReading() {
+	e.mu.Lock()
+	e.stopping.Store(true)
+	started := e.started
+	e.mu.Unlock()
+	if !started {
+		return
+	}
+	stopped := false
+	if d, ok := e.dev.(readDeadliner); ok {
+		stopped = d.SetReadDeadline(time.Now()) == nil
+	} else if f := e.dev.File(); f != nil {
+		// wireguard hands the non-blocking fd to Go's poller ("must happen
+		// prior to handing it to netpoll"), so a deadline in the past wakes
+		// a Read blocked in it.
+		stopped = f.SetReadDeadline(time.Now()) == nil
+	}
+	if !stopped {
+		e.closeDevice()
+	}
+	<-e.readerDone
+}
+
+// readDeadliner is a tun.Device that can wake a blocked Read without a file
+// (an in-memory device).
+type readDeadliner interface {
+	SetReadDeadline(time.Time) error
+}
+
+// Close implements stack.LinkEndpoint.Close. netstack calls it when the NIC is
+// removed. It stops the read loop and closes the device.
+func (e *Endpoint) Close() {
+	e.closeOnce.Do(func() {
+		e.StopReading()
+		e.closeDevice()
+		e.mu.Lock()
+		f := e.onClose
+		e.mu.Unlock()
+		if f != nil {
+			f()
+		}
+	})
+}
+
+// closeDevice closes the device once; not every tun.Device tolerates a
+// second Close.
+func (e *Endpoint) closeDevice() {
+	e.devOnce.Do(func() {
+		if err := e.dev.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			e.setErr(fmt.Errorf("stack: close TUN device: %w", err))
+		}
+	})
+}
+
+func (e *Endpoint) setErr(err error) { e.err.CompareAndSwap(nil, &err) }
+
+// readLoop reads batches of packets from the device and delivers them to
+// netstack until it is stopped or the device fails for good.
+func (e *Endpoint) readLoop() {
+	defer close(e.readerDone)
+	mtu := int(e.mtu.Load())
+	bufs := make([][]byte, e.batch)
+	sizes := make([]int, e.batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, DeviceOffset+mtu)
+	}
+	failures := 0
+	for {
+		n, err := e.dev.Read(bufs, sizes, DeviceOffset)
+		for i := 0; i < n; i++ {
+			e.deliver(bufs[i][DeviceOffset : DeviceOffset+sizes[i]])
+		}
+		if e.stopping.Load() {
+			return
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		// ErrTooManySegments: the kernel's superpacket split into more
+		// segments than one batch holds; the first n were delivered and TCP
+		// retransmits the rest. Other per-frame errors (a malformed virtio
+		// header) lose one frame. Neither is fatal; a closed device is.
+		if errors.Is(err, os.ErrClosed) {
+			e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
+			return
+		}
+		e.stats.RxReadErrors.Add(1)
+		if n > 0 {
+			failures = 0
+		} else if failures++; failures >= maxConsecutiveReadErrors {
+			e.setErr(fmt.Errorf("%w: %d reads in a row failed, the last with: %v", ErrDeviceGone, failures, err))
+			return
+		}
+	}
+}
+
+// deliver hands one IP packet to netstack. It copies the packet once, into the
+// packet buffer netstack owns, so the read buffer can be reused at once.
+func (e *Endpoint) deliver(pkt []byte) {
+	// A TUN in IFF_NO_PI mode gives no protocol field: the IP version is the
+	// first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		e.stats.RxDropped.Add(1)
+		return
+	}
+	e.mu.Lock()
+	d := e.dispatcher
+	e.mu.Unlock()
+	if d == nil {
+		e.stats.RxDropped.Add(1)
+		return
+	}
+	e.stats.RxPackets.Add(1)
+	e.stats.RxBytes.Add(uint64(len(pkt)))
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+}
+
+// WritePackets implements stack.LinkEndpoint.WritePackets. It copies each
+// packet into a reused buffer behind DeviceOffset bytes of headroom and writes
+// them to the device in batches of at most BatchSize.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	all := pkts.AsSlice()
+	written := 0
+	for len(all) > 0 {
+		n := min(len(all), e.batch)
+		batch := e.txBatch[:0]
+		var bytes uint64
+		for i, pkt := range all[:n] {
+			size := pkt.Size()
+			if e.txBufs[i] == nil || cap(e.txBufs[i]) < DeviceOffset+size {
+				e.txBufs[i] = make([]byte, 0, max(maxTxBuffer, DeviceOffset+size))
+			}
+			buf := e.txBufs[i][:DeviceOffset+size]
+			copyPacket(buf[DeviceOffset:], pkt)
+			batch = append(batch, buf)
+			bytes += uint64(size)
+		}
+		if _, err := e.dev.Write(batch, DeviceOffset); err != nil {
+			e.stats.TxErrors.Add(1)
+			if errors.Is(err, os.ErrClosed) {
+				return written, &tcpip.ErrClosedForSend{}
+			}
+			// The kernel refused part of the batch (the interface is down, a
+			// packet was malformed): like a wire that lost them. TCP
+			// retransmits; reporting an error here would only make netstack
+			// drop the rest of its list too.
+		} else {
+			e.stats.TxPackets.Add(uint64(n))
+			e.stats.TxBytes.Add(bytes)
+		}
+		written += n
+		all = all[n:]
+	}
+	return written, nil
+}
+
+// copyPacket copies the whole packet, headers and payload, into dst without
+// allocating.
+func copyPacket(dst []byte, pkt *stack.PacketBuffer) {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil && len(dst) > 0; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n := copy(dst, s[off:])
+		dst = dst[n:]
+		off = 0
+	}
+}

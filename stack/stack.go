@@ -1,0 +1,254 @@
+// Package stack is the internet and transport layers of ustack: gVisor's
+// netstack (IPv4, IPv6, ICMP, TCP, UDP) running in this process, fed by the
+// link endpoint in this package (endpoint.go) that moves raw IP packets between
+// netstack and a tun.Device.
+//
+// Its neighbours: below, the network-access layer (package tunif) creates the
+// TUN interface and hands over a tun.Device — this package never configures
+// interfaces; above, the application layer (package app) gets a net.Listener
+// and net.Conn values from it (gVisor's gonet adapters) and never learns which
+// stack it runs on.
+//
+// What netstack does for us here: checksums, addressing and routing (IP),
+// echo replies (ICMP), and the whole of TCP — the 3-way handshake, sequence
+// numbers, ACKs, retransmission, flow control (the receive window) and
+// congestion control.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// nicID is the one NIC of the stack: the TUN link.
+const nicID tcpip.NICID = 1
+
+// Config describes the userspace stack.
+type Config struct {
+	// Addrs are the stack's own addresses, each with the prefix of the link
+	// it sits on, e.g. 198.18.0.2/24 and fd75:7374:6163:6b::2/64.
+	Addrs []netip.Prefix
+	// MTU of the link, the same as the TUN interface's.
+	MTU int
+}
+
+// Stack is a running netstack attached to a TUN device.
+type Stack struct {
+	ns      *stack.Stack
+	ep      *Endpoint
+	addrs   []netip.Prefix
+	closing atomic.Bool
+	once    sync.Once
+}
+
+// New builds a netstack on dev with cfg's addresses and starts reading
+// packets. From then on the Stack owns dev: Close closes it.
+func New(dev tun.Device, cfg Config) (*Stack, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("stack: no address for the userspace stack")
+	}
+	ep, err := NewEndpoint(dev, cfg.MTU)
+	if err != nil {
+		return nil, err
+	}
+	ns := stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{
+			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+		},
+	})
+	s := &Stack{ns: ns, ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
+	if err := s.configure(); err != nil {
+		// Nothing reads yet; destroying the stack removes the NIC, which
+		// closes the endpoint and with it the device.
+		ns.Destroy()
+		ep.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) configure() error {
+	// Selective acknowledgements (RFC 2018): the receiver tells the sender
+	// which blocks beyond a hole it already has, so a loss costs one
+	// retransmission, not a window.
+	sack := tcpip.TCPSACKEnabled(true)
+	if tcpipErr := s.ns.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); tcpipErr != nil {
+		return fmt.Errorf("stack: enable SACK: %s", tcpipErr)
+	}
+	if tcpipErr := s.ns.CreateNICWithOptions(nicID, s.ep, stack.NICOptions{Name: "tun"}); tcpipErr != nil {
+		return fmt.Errorf("stack: create NIC: %s", tcpipErr)
+	}
+	var routes []tcpip.Route
+	for _, p := range s.addrs {
+		proto, sub := header.IPv4ProtocolNumber, header.IPv4EmptySubnet
+		if p.Addr().Is6() {
+			proto, sub = header.IPv6ProtocolNumber, header.IPv6EmptySubnet
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol: proto,
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   tcpip.AddrFromSlice(p.Addr().Unmap().AsSlice()),
+				PrefixLen: p.Bits(),
+			},
+		}
+		if tcpipErr := s.ns.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); tcpipErr != nil {
+			return fmt.Errorf("stack: add address %s: %s", p, tcpipErr)
+		}
+		// Everything leaves through the TUN: the kernel on the other side
+		// routes it on. A point-to-point L3 link needs no gateway.
+		if !hasRoute(routes, sub) {
+			routes = append(routes, tcpip.Route{Destination: sub, NIC: nicID})
+		}
+	}
+	s.ns.SetRouteTable(routes)
+	return nil
+}
+
+func hasRoute(routes []tcpip.Route, sub tcpip.Subnet) bool {
+	for _, r := range routes {
+		if r.Destination == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// Addrs returns the stack's own addresses.
+func (s *Stack) Addrs() []netip.Prefix { return append([]netip.Prefix(nil), s.addrs...) }
+
+// Netstack returns gVisor's stack, for counters and options.
+func (s *Stack) Netstack() *stack.Stack { return s.ns }
+
+// Link returns the link endpoint between the device and netstack.
+func (s *Stack) Link() *Endpoint { return s.ep }
+
+// Done is closed when the stack stopped reading from its device: after Close,
+// or on its own when the device went away; then Err says why.
+func (s *Stack) Done() <-chan struct{} { return s.ep.Done() }
+
+// Err returns why the stack stopped on its own, or nil.
+func (s *Stack) Err() error { return s.ep.Err() }
+
+// Close tears the stack down in this order: stop reading from the device; close
+// every TCP/UDP endpoint (open connections are reset, through the still-open
+// device); destroy the stack and wait for its goroutines; close the device.
+// Connections handed out before are unusable afterwards. Safe to call twice.
+func (s *Stack) Close() error {
+	s.once.Do(func() {
+		s.closing.Store(true)
+		s.ep.StopReading()
+		s.ns.Close()
+		// Wait removes the NIC, which closes the link endpoint and the
+		// device (Endpoint.Close), then waits for the read loop.
+		s.ns.Wait()
+		s.ep.Close()
+	})
+	return nil
+}
+
+// Listen returns a TCP listener of the userspace stack on addr. An unspecified
+// address (0.0.0.0, ::) listens on all of the stack's addresses of that family.
+func (s *Stack) Listen(addr netip.AddrPort) (net.Listener, error) {
+	full, proto := fullAddress(addr)
+	ln, err := gonet.ListenTCP(s.ns, full, proto)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen on %s: %w", addr, err)
+	}
+	return &listener{TCPListener: ln, stack: s}, nil
+}
+
+// DialContext connects to address ("host:port", host an IP address) over the
+// userspace stack. network is "tcp", "tcp4" or "tcp6".
+func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("stack: dial %q: %w", address, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, fmt.Errorf("stack: dial %q: the userspace stack has no resolver: give an IP address, not %q", address, host)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("stack: dial %q: port must be 1..65535", address)
+	}
+	ip = ip.Unmap()
+	switch network {
+	case "tcp":
+	case "tcp4":
+		if !ip.Is4() {
+			return nil, fmt.Errorf("stack: dial %s %s: not an IPv4 address", network, address)
+		}
+	case "tcp6":
+		if !ip.Is6() {
+			return nil, fmt.Errorf("stack: dial %s %s: not an IPv6 address", network, address)
+		}
+	default:
+		return nil, fmt.Errorf("stack: dial %s %s: network must be tcp, tcp4 or tcp6", network, address)
+	}
+	full, proto := fullAddress(netip.AddrPortFrom(ip, uint16(port)))
+	conn, err := gonet.DialContextTCP(ctx, s.ns, full, proto)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+func fullAddress(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
+	ip := ap.Addr().Unmap()
+	proto := header.IPv4ProtocolNumber
+	if ip.Is6() {
+		proto = header.IPv6ProtocolNumber
+	}
+	full := tcpip.FullAddress{NIC: nicID, Port: ap.Port()}
+	if !ip.IsUnspecified() {
+		full.Addr = tcpip.AddrFromSlice(ip.AsSlice())
+	}
+	return full, proto
+}
+
+// listener adapts gonet's listener to the net.Listener contract: once it (or
+// its stack) is closed, Accept returns an error matching net.ErrClosed, where
+// gonet returns netstack's "endpoint is in invalid state".
+type listener struct {
+	*gonet.TCPListener
+	stack  *Stack
+	closed atomic.Bool
+}
+
+// Accept implements net.Listener.Accept.
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if err != nil && (l.closed.Load() || l.stack.closing.Load()) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}
+	}
+	return c, err
+}
+
+// Close implements net.Listener.Close: any blocked Accept is unblocked and
+// returns net.ErrClosed.
+func (l *listener) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.TCPListener.Shutdown() // wakes a blocked Accept
+	return l.TCPListener.Close()
+}

@@ -1,0 +1,221 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// checkNoLeaks fails the test if goroutines started during it are still alive
+// at cleanup (after a short bounded wait for them to exit). Register it first,
+// so that its cleanup runs last. Tests using it must not run in parallel.
+func checkNoLeaks(t *testing.T) {
+	t.Helper()
+	before := goroutines()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var extra []string
+			for id, stack := range goroutines() {
+				if _, ok := before[id]; !ok {
+					extra = append(extra, stack)
+				}
+			}
+			if len(extra) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%d goroutine(s) leaked:\n\n%s", len(extra), strings.Join(extra, "\n\n"))
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// goroutines returns the stacks of all goroutines, keyed by their header's id.
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	m := make(map[string]string)
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		// "goroutine 17 [chan receive]:"
+		f := strings.Fields(g)
+		if len(f) >= 2 && f[0] == "goroutine" {
+			m[f[1]] = g
+		}
+	}
+	return m
+}
+
+// logBuffer is an io.Writer for a slog handler, safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines returns the log's lines.
+func (b *logBuffer) Lines() []string {
+	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+}
+
+// waitFor polls the log until it has a line containing all of parts.
+func (b *logBuffer) waitFor(t *testing.T, parts ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, l := range b.Lines() {
+			if containsAll(l, parts...) {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q in:\n%s", parts, b.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// startServer serves on a fresh 127.0.0.1 listener. At cleanup it closes the
+// server and checks that Serve returned nil.
+func startServer(t *testing.T, opts ServerOptions) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = discardLogger()
+	}
+	s := NewServer(opts)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve returned %v, want nil", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Serve did not return after Close")
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a hung test fails, not hangs
+	return c.(*net.TCPConn)
+}
+
+// localPort is the port of c's local address, as the server logs it.
+func localPort(c net.Conn) string {
+	_, port, _ := net.SplitHostPort(c.LocalAddr().String())
+	return port
+}
+
+// wantReplies is the readable reference for the server's answer to input, with
+// replies cut at chunk bytes: every "\n"-terminated line, minus one "\r" before
+// its "\n", is answered in pieces of at most chunk bytes (an empty line with one
+// empty reply); unterminated bytes at EOF are answered the same way, without
+// CR stripping.
+func wantReplies(input []byte, chunk int) []byte {
+	var out bytes.Buffer
+	ack := func(content []byte) {
+		for {
+			n := min(len(content), chunk)
+			out.WriteString("ACK: ")
+			out.Write(content[:n])
+			out.WriteByte('\n')
+			content = content[n:]
+			if len(content) == 0 {
+				return
+			}
+		}
+	}
+	for len(input) > 0 {
+		i := bytes.IndexByte(input, '\n')
+		if i < 0 {
+			ack(input)
+			break
+		}
+		ack(bytes.TrimSuffix(input[:i], []byte("\r")))
+		input = input[i+1:]
+	}
+	return out.Bytes()
+}
+
+// readAllReplies reads until EOF and fails the test on any other error.
+func readAllReplies(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading replies: %v (got %d bytes)", err, len(got))
+	}
+	return got
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func cancelledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ustack/ustack/tunif/netnstest"
+)
+
+// TestBadInput runs ustack with each kind of bad input: one clear line on
+// stderr, exit status 2, and nothing left behind in the namespace.
+func TestBadInput(t *testing.T) {
+	netnstest.Require(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // on stderr
+	}{
+		{"no command", nil, "Usage:"},
+		{"unknown command", []string{"upp"}, `ustack: unknown command "upp": run ustack --help`},
+		{"unknown flag", []string{"up", "--bogus"}, "ustack up: flag provided but not defined: --bogus (run ustack up --help)"},
+		{"stray argument", []string{"up", "now"}, `unexpected argument "now"`},
+		{"name too long", []string{"up", "--name", "ustack-0123456789"}, "is 17 bytes"},
+		{"name with a slash", []string{"up", "--name", "a/b"}, `interface name "a/b"`},
+		{"malformed CIDR", []string{"up", "--addr", "198.18.0.1"}, `invalid value "198.18.0.1" for flag --addr: "198.18.0.1" is not an address with a prefix length`},
+		{"malformed CIDR 2", []string{"up", "--addr", "198.18.0.300/24"}, `is not an address with a prefix length`},
+		{"stack address not an address", []string{"up", "--stack-addr", "198.18.0.2/24"}, "without a prefix length"},
+		{"stack address outside the prefix", []string{"up", "--stack-addr", "10.1.2.3"}, "--stack-addr 10.1.2.3 is not inside any host prefix"},
+		{"stack address equals host", []string{"up", "--stack-addr", "198.18.0.1", "--stack-addr", "fd75:7374:6163:6b::2"}, "--stack-addr 198.18.0.1 is the host side's own address"},
+		{"stack address is the broadcast", []string{"up", "--no-ipv6", "--stack-addr", "198.18.0.255"}, "is the broadcast address of 198.18.0.0/24"},
+		{"host prefix without a stack address", []string{"up", "--stack-addr", "198.18.0.2"}, "--addr fd75:7374:6163:6b::1/64 has no userspace-stack address inside it"},
+		{"no-ipv6 with an IPv6 address", []string{"up", "--no-ipv6", "--addr", "fd00::1/64"}, "--no-ipv6 conflicts with --addr fd00::1/64"},
+		{"MTU too small", []string{"up", "--no-ipv6", "--mtu", "575"}, "MTU 575 is out of range"},
+		{"MTU too large", []string{"up", "--mtu", "65536"}, "MTU 65536 is out of range"},
+		{"MTU too small for IPv6", []string{"up", "--mtu", "1000"}, "--mtu 1000 is below IPv6's minimum link MTU of 1280: raise --mtu or pass --no-ipv6"},
+		{"MTU not a number", []string{"up", "--mtu", "big"}, `invalid value "big" for flag --mtu`},
+		{"port 0", []string{"up", "--port", "0"}, "--port 0 is out of range: it must be 1..65535"},
+		{"port too large", []string{"up", "--port", "65536"}, "--port 65536 is out of range"},
+		{"log format", []string{"up", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{"negative idle timeout", []string{"up", "--idle-timeout", "-1s"}, "--idle-timeout -1s is negative"},
+		{"serve without --kernel", []string{"serve"}, "needs --kernel"},
+		{"serve bad listen", []string{"serve", "--kernel", "--listen", "5000"}, `--listen "5000": want address:port`},
+		{"client without target", []string{"client"}, "missing HOST:PORT"},
+		{"client host name", []string{"client", "localhost:5000"}, "HOST must be an IP address"},
+		{"client bad port", []string{"client", "198.18.0.2:0"}, "the port must be 1..65535"},
+		{"client to loopback on netstack", []string{"client", "127.0.0.1:5000"}, "loopback address, which the userspace stack cannot reach"},
+		{"client bad via address", []string{"client", "--via-addr", "nope", "198.18.0.2:5000"}, `invalid value "nope" for flag --via-addr`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runUstack(t, tc.args...)
+			if code != 2 {
+				t.Errorf("exit status %d, want 2", code)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr %q does not say %q", stderr, tc.want)
+			}
+			if tc.args != nil && strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("error is not one line: %q", stderr)
+			}
+			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
+				t.Errorf("it panicked: %s", stderr)
+			}
+			if stdout != "" && tc.args != nil {
+				t.Errorf("stdout not empty: %q", stdout)
+			}
+			assertOnlyLoopback(t)
+		})
+	}
+}
+
+// TestNameInUse: an interface of that name exists.
+func TestNameInUse(t *testing.T) {
+	netnstest.Require(t)
+	// A persistent TUN of that name, as a crashed or foreign program leaves.
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", "ustack0", "mode", "tun").CombinedOutput(); err != nil {
+		netnstest.Skipf(t, "cannot make a TUN with ip tuntap: %v %s", err, out)
+	}
+	defer exec.Command("ip", "link", "del", "ustack0").Run()
+	_, stderr, code := runUstack(t, "up")
+	want := `ustack up: an interface named "ustack0" already exists: pick another --name, or remove it with: sudo ip link del ustack0`
+	if code != 2 || strings.TrimSpace(stderr) != want {
+		t.Errorf("exit %d, stderr %q; want 2, %q", code, stderr, want)
+	}
+	if l, err := net.InterfaceByName("ustack0"); err != nil || l.Flags&net.FlagUp != 0 {
+		t.Errorf("the existing interface was touched: %+v %v", l, err)
+	}
+}
+
+// TestWithoutPrivileges runs ustack up as nobody, and as root without
+// capabilities (setpriv), and without /dev/net/tun (a private mount namespace
+// hides it).
+func TestWithoutPrivileges(t *testing.T) {
+	netnstest.Require(t)
+	needTool(t, "setpriv")
+	bin := ustackBinary(t)
+	for _, tc := range []struct {
+		name string
+		argv []string
+		want string
+	}{
+		{"as nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "up"},
+			"ustack up needs CAP_NET_ADMIN: run it with sudo"},
+		{"as root without capabilities", []string{"setpriv", "--inh-caps=-all", "--bounding-set=-all", bin, "up"},
+			"ustack up needs CAP_NET_ADMIN: run it with sudo"},
+		{"client as nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "client", "198.18.0.2:5000", "x"},
+			"ustack client needs CAP_NET_ADMIN: run it with sudo"},
+		{"no /dev/net/tun", []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", `mount -t tmpfs none /dev/net && exec "$0" up`, bin},
+			"ustack up cannot open /dev/net/tun: load the tun module: sudo modprobe tun"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			needTool(t, tc.argv[0])
+			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			if code != 2 || !strings.HasPrefix(stderr.String(), tc.want) {
+				t.Errorf("exit %d (%v), stderr %q; want 2 and %q", code, err, stderr.String(), tc.want)
+			}
+			if strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
+				t.Errorf("error is not one line: %q", stderr.String())
+			}
+			assertOnlyLoopback(t)
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}} {
+		stdout, _, code := runUstack(t, args...)
+		if code != 0 || !strings.Contains(stdout, "ustack up") || !strings.Contains(stdout, "ustack client") {
+			t.Errorf("ustack %v: exit %d, %q", args, code, stdout)
+		}
+	}
+	for cmd, flags := range map[string][]string{
+		"up":     {"--name name", "(default ustack0)", "--addr CIDR", "(default 198.18.0.1/24,fd75:7374:6163:6b::1/64)", "--stack-addr", "(default 198.18.0.2,fd75:7374:6163:6b::2)", "--mtu", "(default 1500)", "--port", "(default 5000)", "--no-ipv6", "--log-format", "(default text)", "--quiet", "--idle-timeout", "(default 5m0s)", "--max-conns", "(default 4096)"},
+		"serve":  {"--kernel", "--listen", "(default :5000)", "--log-format", "--quiet"},
+		"client": {"--kernel", "--via-name", "(default ustack1)", "--via-addr", "(default 198.18.1.1/24,fd75:7374:6163:6c::1/64)", "--via-stack-addr", "(default 198.18.1.2,fd75:7374:6163:6c::2)", "--timeout", "(default 10s)"},
+	} {
+		for _, args := range [][]string{{cmd, "--help"}, {"help", cmd}} {
+			stdout, _, code := runUstack(t, args...)
+			if code != 0 {
+				t.Errorf("ustack %v: exit %d", args, code)
+			}
+			for _, f := range flags {
+				if !strings.Contains(stdout, f) {
+					t.Errorf("ustack %v does not list %q:\n%s", args, f, stdout)
+				}
+			}
+		}
+	}
+}
+
+func runUstack(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(ustackBinary(t), args...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	done := make(chan struct{})
+	go func() {
+		cmd.Run()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("ustack %v hung", args)
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// assertOnlyLoopback checks that nothing was left behind: the namespace has
+// lo and nothing else but links the kernel makes itself.
+func assertOnlyLoopback(t *testing.T) {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, "ustack") {
+			t.Errorf("interface %s left behind", i.Name)
+		}
+	}
+}

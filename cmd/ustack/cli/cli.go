@@ -1,0 +1,184 @@
+// Package cli is the ustack command line as a library: one file per
+// subcommand, each a function of (context, environment, arguments), so the
+// whole program can be run and tested without a process. cmd/ustack's main
+// only wires it to os.Args, the standard streams and signals.
+//
+// It is the top of the tree: it wires tunif (the TUN interface), stack (the
+// userspace TCP/IP stack) and app (the ACK server and client) together, and
+// nothing imports it.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Env is what a command reads and writes besides its arguments.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer // the ready lines and results a script may read
+	Stderr io.Writer // logs and errors
+}
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // it ran, then failed (the device went away, the server refused)
+	exitUsage   = 2 // bad input or a set-up it cannot do: nothing was left behind
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *Env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"up", "bring up the TUN interface, the userspace stack and the ACK server on it", runUp},
+		{"serve", "run the same ACK server on kernel sockets (--kernel)", runServe},
+		{"client", "the article's client, on its own userspace stack or on kernel sockets", runClient},
+		{"version", "print the version", runVersion},
+	}
+}
+
+// Run runs the ustack command line args (without the program name) and returns
+// the exit status. ctx ends the long-running commands: cancel it on SIGINT or
+// SIGTERM.
+func Run(ctx context.Context, args []string, env *Env) int {
+	if len(args) == 0 {
+		usage(env.Stderr)
+		return exitUsage
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && name == "help" {
+			return Run(ctx, []string{args[1], "--help"}, env)
+		}
+		usage(env.Stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return report(env, c.name, c.run(ctx, env, args[1:]))
+		}
+	}
+	fmt.Fprintf(env.Stderr, "ustack: unknown command %q: run ustack --help for the list\n", name)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `ustack: a userspace TCP/IP stack on a Linux TUN device.
+
+Usage:
+  sudo ustack up [flags]                     interface, userspace stack and ACK server; Ctrl-C removes them
+  ustack serve --kernel [flags]              the same ACK server on the kernel's TCP
+  sudo ustack client [flags] HOST:PORT [MESSAGE...]   the article's client
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Run ustack COMMAND --help for its flags and their defaults.
+`)
+}
+
+// usageError is bad input: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// errHelpShown: --help was asked for and printed.
+var errHelpShown = errors.New("help shown")
+
+// report prints err as one line on stderr and returns the exit status.
+func report(env *Env, cmd string, err error) int {
+	if err == nil || errors.Is(err, errHelpShown) {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if !strings.HasPrefix(msg, "ustack ") {
+		msg = "ustack " + cmd + ": " + msg
+	}
+	fmt.Fprintln(env.Stderr, msg)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// flagSet is a subcommand's flags with the text of its --help.
+type flagSet struct {
+	*flag.FlagSet
+	synopsis, about string
+}
+
+// newFlagSet returns a flag set that reports errors to the caller instead of
+// printing them, and prints its help (every flag with its default) on --help.
+func newFlagSet(name, synopsis, about string) *flagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flagSet{fs, synopsis, about}
+}
+
+// parse parses args, flags anywhere among them (until a "--"), and returns the
+// positional arguments. --help prints the help and returns errHelpShown.
+func parse(fs *flagSet, env *Env, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.printHelp(env.Stdout)
+				return nil, errHelpShown
+			}
+			// The flag package names flags with one dash; people type two.
+			msg := strings.NewReplacer("flag -", "flag --", "defined: -", "defined: --").Replace(err.Error())
+			return nil, usageErrorf("%s (run ustack %s --help)", msg, fs.Name())
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		// Parse stopped at a positional argument or at "--". After "--",
+		// everything is positional.
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (fs *flagSet) printHelp(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", fs.synopsis, strings.TrimSpace(fs.about))
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	sort.Slice(flags, func(i, j int) bool { return flags[i].Name < flags[j].Name })
+	for _, f := range flags {
+		kind, help := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if kind != "" {
+			line += " " + kind
+		}
+		fmt.Fprintf(w, "%s\n      %s", line, help)
+		if f.DefValue != "" && f.DefValue != "false" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	}
+}

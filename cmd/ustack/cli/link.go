@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/tunif"
+)
+
+// prefixesFlag is a repeatable flag of addresses with prefix lengths
+// (198.18.0.1/24). The first --flag on the command line replaces the defaults.
+type prefixesFlag struct {
+	vals []netip.Prefix
+	set  bool
+}
+
+func (f *prefixesFlag) String() string { return joinStrings(f.vals) }
+
+func (f *prefixesFlag) Set(s string) error {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not an address with a prefix length, like 198.18.0.1/24 or fd75:7374:6163:6b::1/64", s)
+	}
+	if p.Addr().Zone() != "" {
+		return fmt.Errorf("%q: an address zone is not allowed here", s)
+	}
+	if !f.set {
+		f.vals, f.set = nil, true
+	}
+	f.vals = append(f.vals, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()))
+	return nil
+}
+
+// addrsFlag is a repeatable flag of plain addresses; the first --flag replaces
+// the defaults.
+type addrsFlag struct {
+	vals []netip.Addr
+	set  bool
+}
+
+func (f *addrsFlag) String() string { return joinStrings(f.vals) }
+
+func (f *addrsFlag) Set(s string) error {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		hint := ""
+		if strings.Contains(s, "/") {
+			hint = " (without a prefix length: the stack takes the host side's)"
+		}
+		return fmt.Errorf("%q is not an IP address%s", s, hint)
+	}
+	if a.Zone() != "" {
+		return fmt.Errorf("%q: an address zone is not allowed here", s)
+	}
+	if !f.set {
+		f.vals, f.set = nil, true
+	}
+	f.vals = append(f.vals, a.Unmap())
+	return nil
+}
+
+func joinStrings[T fmt.Stringer](vals []T) string {
+	s := make([]string, len(vals))
+	for i, v := range vals {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// linkFlags are the flags that describe a TUN link with a userspace stack on
+// its far end: `up` uses them as they are, `client` with a "via-" prefix.
+type linkFlags struct {
+	prefix    string // "" or "via-"
+	name      string
+	hostAddrs prefixesFlag
+	stackAddr addrsFlag
+	mtu       int
+	noIPv6    bool
+}
+
+// defaultStackAddr is the stack's address on a host prefix: the address after
+// the host's (198.18.0.1/24 → 198.18.0.2), or the one before it when the host
+// has the last usable address.
+func defaultStackAddr(host netip.Prefix) netip.Addr {
+	if next := host.Addr().Next(); next.IsValid() && host.Contains(next) && !isBroadcast4(host, next) {
+		return next
+	}
+	return host.Addr().Prev()
+}
+
+func (l *linkFlags) register(fs *flagSet, name string, hosts []netip.Prefix) {
+	l.name = name
+	l.hostAddrs.vals = hosts
+	for _, h := range hosts {
+		l.stackAddr.vals = append(l.stackAddr.vals, defaultStackAddr(h))
+	}
+	p := l.prefix
+	fs.StringVar(&l.name, p+"name", name, "`name` of the TUN interface (at most 15 bytes)")
+	fs.Var(&l.hostAddrs, p+"addr", "host-side `CIDR`: the kernel's address on the link; repeat for IPv4 and IPv6")
+	fs.Var(&l.stackAddr, p+"stack-addr", "the userspace stack's `address`, inside a host prefix; repeat for IPv4 and IPv6 (with only --"+p+"addr given: the address after each)")
+	fs.IntVar(&l.mtu, p+"mtu", tunif.DefaultMTU, "link MTU in bytes, 576..65535 (at least 1280 with IPv6)")
+	fs.BoolVar(&l.noIPv6, p+"no-ipv6", false, "IPv4 only: no IPv6 address on either side")
+}
+
+// linkPlan is a validated link: what tunif creates and what the stack takes.
+type linkPlan struct {
+	iface tunif.Config
+	stack stack.Config
+}
+
+// plan validates the flags and works out both ends' addresses.
+func (l *linkFlags) plan() (linkPlan, error) {
+	p := "--" + l.prefix
+	hosts := l.hostAddrs.vals
+	stacks := l.stackAddr.vals
+	if l.hostAddrs.set && !l.stackAddr.set {
+		stacks = nil
+		for _, h := range hosts {
+			stacks = append(stacks, defaultStackAddr(h))
+		}
+	}
+	if l.noIPv6 {
+		hosts, stacks = only4(hosts), only4(stacks)
+		for _, h := range l.hostAddrs.vals {
+			if h.Addr().Is6() && l.hostAddrs.set {
+				return linkPlan{}, usageErrorf("%sno-ipv6 conflicts with %saddr %s", p, p, h)
+			}
+		}
+		for _, a := range l.stackAddr.vals {
+			if a.Is6() && l.stackAddr.set {
+				return linkPlan{}, usageErrorf("%sno-ipv6 conflicts with %sstack-addr %s", p, p, a)
+			}
+		}
+	}
+	if len(hosts) == 0 {
+		return linkPlan{}, usageErrorf("no host-side address: give %saddr", p)
+	}
+	has6 := false
+	for _, h := range hosts {
+		has6 = has6 || h.Addr().Is6()
+	}
+	if has6 && l.mtu >= tunif.MinMTU && l.mtu < tunif.MinMTUv6 {
+		return linkPlan{}, usageErrorf("%smtu %d is below IPv6's minimum link MTU of %d: raise %smtu or pass %sno-ipv6",
+			p, l.mtu, tunif.MinMTUv6, p, p)
+	}
+	var stackPrefixes []netip.Prefix
+	for _, a := range stacks {
+		host, err := hostPrefixFor(a, hosts, p)
+		if err != nil {
+			return linkPlan{}, err
+		}
+		stackPrefixes = append(stackPrefixes, netip.PrefixFrom(a, host.Bits()))
+	}
+	for _, h := range hosts {
+		if !servedBy(h, stackPrefixes) {
+			return linkPlan{}, usageErrorf("%saddr %s has no userspace-stack address inside it: add %sstack-addr %s",
+				p, h, p, defaultStackAddr(h))
+		}
+	}
+	plan := linkPlan{
+		iface: tunif.Config{Name: l.name, MTU: l.mtu, Addrs: hosts},
+		stack: stack.Config{Addrs: stackPrefixes, MTU: l.mtu},
+	}
+	if err := plan.iface.Validate(); err != nil {
+		return linkPlan{}, usageErrorf("%v", err)
+	}
+	return plan, nil
+}
+
+func only4[T netip.Addr | netip.Prefix](vals []T) []T {
+	var out []T
+	for _, v := range vals {
+		if addrOf(v).Is4() {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func addrOf[T netip.Addr | netip.Prefix](v T) netip.Addr {
+	switch v := any(v).(type) {
+	case netip.Prefix:
+		return v.Addr()
+	default:
+		return v.(netip.Addr)
+	}
+}
+
+// hostPrefixFor finds the host prefix a stack address sits in, and refuses
+// addresses the kernel would not route into the interface or that clash.
+func hostPrefixFor(a netip.Addr, hosts []netip.Prefix, p string) (netip.Prefix, error) {
+	for _, h := range hosts {
+		if !h.Contains(a) {
+			continue
+		}
+		switch {
+		case a == h.Addr():
+			return h, usageErrorf("%sstack-addr %s is the host side's own address: pick another address in %s, like %s",
+				p, a, h.Masked(), defaultStackAddr(h))
+		case a == h.Masked().Addr() && h.Bits() < a.BitLen()-1:
+			return h, usageErrorf("%sstack-addr %s is the network address of %s: pick a host address, like %s",
+				p, a, h.Masked(), defaultStackAddr(h))
+		case isBroadcast4(h, a):
+			return h, usageErrorf("%sstack-addr %s is the broadcast address of %s: pick a host address, like %s",
+				p, a, h.Masked(), defaultStackAddr(h))
+		}
+		return h, nil
+	}
+	return netip.Prefix{}, usageErrorf("%sstack-addr %s is not inside any host prefix (%saddr %s): the kernel would not route it into the interface",
+		p, a, p, joinStrings(hosts))
+}
+
+func servedBy(h netip.Prefix, stacks []netip.Prefix) bool {
+	for _, s := range stacks {
+		if h.Contains(s.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// isBroadcast4 tells whether a is the directed broadcast address of the IPv4
+// prefix h (all host bits set; none on /31 and /32, RFC 3021).
+func isBroadcast4(h netip.Prefix, a netip.Addr) bool {
+	if !a.Is4() || !h.Addr().Is4() || h.Bits() >= 31 {
+		return false
+	}
+	b := h.Masked().Addr().As4()
+	for i := h.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b) == a
+}
+
+// createInterface creates the TUN interface, turning tunif's errors into the
+// remedy a person needs.
+func createInterface(cmd string, cfg tunif.Config) (*tunif.Interface, error) {
+	iface, err := tunif.Create(cfg)
+	switch {
+	case err == nil:
+		return iface, nil
+	case errors.Is(err, tunif.ErrPermission):
+		return nil, usageErrorf("ustack %s needs CAP_NET_ADMIN: run it with sudo (%v)", cmd, err)
+	case errors.Is(err, tunif.ErrNoTUN):
+		return nil, usageErrorf("ustack %s cannot open /dev/net/tun: load the tun module: sudo modprobe tun (%v)", cmd, err)
+	case errors.Is(err, tunif.ErrNameInUse):
+		return nil, usageErrorf("an interface named %q already exists: pick another --name, or remove it with: sudo ip link del %s", cfg.Name, cfg.Name)
+	}
+	return nil, &usageError{err}
+}

@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/ustack/ustack/app"
+	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/tunif"
+)
+
+const upAbout = `
+Creates the TUN interface (default ustack0, host side 198.18.0.1/24 and
+fd75:7374:6163:6b::1/64), runs gVisor's TCP/IP stack in this process at the
+far end of it (198.18.0.2, fd75:7374:6163:6b::2), and the ACK server on that
+stack: every line a client sends is logged and answered with "ACK: <line>".
+The kernel only routes IP packets into the interface; the handshake, sequence
+numbers, ACKs and retransmissions of the stack's side happen here.
+
+When both ready lines are printed on stdout, the stack answers: try
+  nc 198.18.0.2 5000        ping 198.18.0.2        ping -6 fd75:7374:6163:6b::2
+Ctrl-C (SIGINT) or SIGTERM closes the server and removes the interface.
+Needs CAP_NET_ADMIN (sudo).`
+
+func runUp(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("up", "sudo ustack up [flags]", upAbout)
+	var (
+		link linkFlags
+		logs logFlags
+		srvf serverFlags
+		port int
+	)
+	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
+	logs.register(fs)
+	srvf.register(fs)
+	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
+	rest, err := parse(fs, env, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("unexpected argument %q: ustack up takes only flags (run ustack up --help)", rest[0])
+	}
+	if port < 1 || port > 65535 {
+		return usageErrorf("--port %d is out of range: it must be 1..65535", port)
+	}
+	plan, err := link.plan()
+	if err != nil {
+		return err
+	}
+	log, err := logs.logger(env.Stderr)
+	if err != nil {
+		return err
+	}
+	opts, err := srvf.options(log)
+	if err != nil {
+		return err
+	}
+
+	iface, err := createInterface("up", plan.iface)
+	if err != nil {
+		return err
+	}
+	name := iface.Name()
+	st, err := stack.New(iface.Device(), plan.stack)
+	if err != nil {
+		iface.Close()
+		return err
+	}
+	var lns []net.Listener
+	for _, a := range plan.stack.Addrs {
+		ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), uint16(port)))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			st.Close()
+			iface.Close()
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	srv := startServer(app.NewServer(opts), lns)
+
+	fmt.Fprintf(env.Stdout, "%s up: host %s  ·  userspace stack %s  ·  MTU %d\n",
+		name, joinWithSpace(iface.Addrs()), joinWithSpace(stackAddrs(plan.stack.Addrs)), iface.MTU())
+	first := plan.stack.Addrs[0].Addr()
+	fmt.Fprintf(env.Stdout, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
+		port, first, port, first)
+
+	var failure error
+	select {
+	case <-ctx.Done():
+	case <-st.Done():
+		failure = fmt.Errorf("the userspace stack stopped: %v (was %s deleted?)", st.Err(), name)
+	case err := <-srv.errc:
+		srv.n--
+		failure = fmt.Errorf("the ACK server stopped: %v", err)
+	}
+	if err := srv.stop(); err != nil && failure == nil {
+		failure = fmt.Errorf("the ACK server: %v", err)
+	}
+	st.Close()
+	if err := iface.Close(); err != nil {
+		if failure == nil {
+			failure = err
+		}
+	} else {
+		fmt.Fprintf(env.Stdout, "%s removed\n", name)
+	}
+	return failure
+}
+
+func stackAddrs(ps []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, len(ps))
+	for i, p := range ps {
+		out[i] = p.Addr()
+	}
+	return out
+}
+
+func joinWithSpace[T fmt.Stringer](vals []T) string {
+	return strings.ReplaceAll(joinStrings(vals), ",", ", ")
+}

@@ -437,6 +437,25 @@ func TestSIGTERMDuringTransfers(t *testing.T) {
 	}
 }
 
+// TestInterfaceDeletedUnderUs: the stack notices, and ustack up ends with a
+// clear error instead of spinning or hanging.
+func TestInterfaceDeletedUnderUs(t *testing.T) {
+	netnstest.Require(t)
+	p := start(t, "TCP Server running", "up", "--name", "ustackd", "--addr", "198.18.6.1/24", "--no-ipv6")
+	if out, err := exec.Command("ip", "link", "del", "ustackd").CombinedOutput(); err != nil {
+		t.Fatalf("ip link del: %v %s", err, out)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ustack up still runs 5s after its interface was deleted")
+	}
+	want := "ustack up: the interface ustackd went away under the running stack"
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, p.stderr.String(), want)
+	}
+}
+
 // appSuite is the table of ACK-server tests, run against any address: the
 // userspace stack's and the kernel's.
 func appSuite(t *testing.T, addr string) {

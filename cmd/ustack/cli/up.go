@@ -95,7 +95,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	select {
 	case <-ctx.Done():
 	case <-st.Done():
-		failure = fmt.Errorf("the userspace stack stopped: %v (was %s deleted?)", st.Err(), name)
+		failure = fmt.Errorf("the interface %s went away under the running stack (deleted with ip link del?): %v", name, st.Err())
 	case err := <-srv.errc:
 		srv.n--
 		failure = fmt.Errorf("the ACK server stopped: %v", err)

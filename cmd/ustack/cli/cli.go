@@ -164,6 +164,15 @@ func parse(fs *flagSet, env *Env, args []string) ([]string, error) {
 	}
 }
 
+// parseFlagsOnly parses the flags of a command that takes no other arguments.
+func parseFlagsOnly(fs *flagSet, env *Env, args []string) error {
+	rest, err := parse(fs, env, args)
+	if err == nil && len(rest) > 0 {
+		err = usageErrorf("unexpected argument %q: ustack %s takes only flags (run ustack %s --help)", rest[0], fs.Name(), fs.Name())
+	}
+	return err
+}
+
 func (fs *flagSet) printHelp(w io.Writer) {
 	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", fs.synopsis, strings.TrimSpace(fs.about))
 	var flags []*flag.Flag

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ustack/ustack/app"
-	"github.com/ustack/ustack/stack"
 )
 
 const clientAbout = `
@@ -97,23 +96,16 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	if !hasFamily(plan.stack.Addrs, target.Addr()) {
 		return usageErrorf("%s is an IPv%d address but the client's stack has none of that family: give a --via-addr of it", target.Addr(), family(target.Addr()))
 	}
-	iface, err := createInterface("client", plan.iface)
+	ul, err := bringUp("client", plan)
 	if err != nil {
 		return err
 	}
-	name := iface.Name()
-	st, err := stack.New(iface.Device(), plan.stack)
-	if err != nil {
-		iface.Close()
-		return err
-	}
-	log.Info(fmt.Sprintf("%s up: host %s  ·  userspace stack %s  ·  dialing %s over the userspace stack",
-		name, joinWithSpace(iface.Addrs()), joinWithSpace(stackAddrs(plan.stack.Addrs)), target))
+	log.Info(fmt.Sprintf("%s  ·  dialing %s over the userspace stack", ul.summary(), target))
 
 	err = func() error {
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		conn, err := st.DialContext(dctx, "tcp", target.String())
+		conn, err := ul.stack.DialContext(dctx, "tcp", target.String())
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return fmt.Errorf("connect to %s over the userspace stack: no answer within %v (is a server listening there, and does the kernel route and forward %s?)",
@@ -126,11 +118,10 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		}
 		return app.RunClient(ctx, conn, msgs, opts)
 	}()
-	st.Close()
-	if cerr := iface.Close(); cerr != nil && err == nil {
+	if cerr := ul.tearDown(); cerr != nil && err == nil {
 		err = cerr
 	} else if cerr == nil {
-		log.Info(name + " removed")
+		log.Info(ul.iface.Name() + " removed")
 	}
 	return err
 }

@@ -235,6 +235,51 @@ func isBroadcast4(h netip.Prefix, a netip.Addr) bool {
 	return netip.AddrFrom4(b) == a
 }
 
+// userspaceLink is a TUN interface with a userspace stack on its far end.
+type userspaceLink struct {
+	iface *tunif.Interface
+	stack *stack.Stack
+}
+
+// bringUp creates the interface of plan and starts the stack on it.
+func bringUp(cmd string, plan linkPlan) (*userspaceLink, error) {
+	iface, err := createInterface(cmd, plan.iface)
+	if err != nil {
+		return nil, err
+	}
+	st, err := stack.New(iface.Device(), plan.stack)
+	if err != nil {
+		iface.Close()
+		return nil, err
+	}
+	return &userspaceLink{iface: iface, stack: st}, nil
+}
+
+// summary is the line that says what is up.
+func (l *userspaceLink) summary() string {
+	return fmt.Sprintf("%s up: host %s  ·  userspace stack %s", l.iface.Name(),
+		joinWithSpace(l.iface.Addrs()), joinWithSpace(stackAddrs(l.stack.Addrs())))
+}
+
+// tearDown closes the stack (connections are reset), then removes the
+// interface and waits until the kernel has.
+func (l *userspaceLink) tearDown() error {
+	l.stack.Close()
+	return l.iface.Close()
+}
+
+func stackAddrs(ps []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, len(ps))
+	for i, p := range ps {
+		out[i] = p.Addr()
+	}
+	return out
+}
+
+func joinWithSpace[T fmt.Stringer](vals []T) string {
+	return strings.ReplaceAll(joinStrings(vals), ",", ", ")
+}
+
 // createInterface creates the TUN interface, turning tunif's errors into the
 // remedy a person needs.
 func createInterface(cmd string, cfg tunif.Config) (*tunif.Interface, error) {

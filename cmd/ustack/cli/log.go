@@ -94,7 +94,13 @@ func (s *serverFlags) register(fs *flagSet) {
 	fs.IntVar(&s.maxConns, "max-conns", app.DefaultMaxConns, "most clients served at once; more are refused with a log line")
 }
 
-func (s *serverFlags) options(log *slog.Logger) (app.ServerOptions, error) {
+// options validates the flags and returns the server's options, with the
+// logger logs asks for, writing to env.Stderr.
+func (s *serverFlags) options(logs logFlags, env *Env) (app.ServerOptions, error) {
+	log, err := logs.logger(env.Stderr)
+	if err != nil {
+		return app.ServerOptions{}, err
+	}
 	if s.idle < 0 {
 		return app.ServerOptions{}, usageErrorf("--idle-timeout %v is negative: give a duration like 5m, or 0 for none", s.idle)
 	}

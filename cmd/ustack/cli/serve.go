@@ -27,12 +27,8 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&listen, "listen", ":5000", "`address:port` to listen on; an empty address means all of them, IPv4 and IPv6")
 	logs.register(fs)
 	srvf.register(fs)
-	rest, err := parse(fs, env, args)
-	if err != nil {
+	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("unexpected argument %q: ustack serve takes only flags (run ustack serve --help)", rest[0])
 	}
 	if !kernel {
 		return usageErrorf("ustack serve runs the ACK server on kernel sockets and needs --kernel; for the userspace stack, run: sudo ustack up")
@@ -44,11 +40,7 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 	if p, err := strconv.Atoi(portStr); err != nil || p < 0 || p > 65535 {
 		return usageErrorf("--listen %q: the port must be 0..65535", listen)
 	}
-	log, err := logs.logger(env.Stderr)
-	if err != nil {
-		return err
-	}
-	opts, err := srvf.options(log)
+	opts, err := srvf.options(logs, env)
 	if err != nil {
 		return err
 	}

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 
 	"github.com/ustack/ustack/app"
-	"github.com/ustack/ustack/stack"
 	"github.com/ustack/ustack/tunif"
 )
 
@@ -37,12 +35,8 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	logs.register(fs)
 	srvf.register(fs)
 	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
-	rest, err := parse(fs, env, args)
-	if err != nil {
+	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("unexpected argument %q: ustack up takes only flags (run ustack up --help)", rest[0])
 	}
 	if port < 1 || port > 65535 {
 		return usageErrorf("--port %d is out of range: it must be 1..65535", port)
@@ -51,25 +45,16 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := logs.logger(env.Stderr)
-	if err != nil {
-		return err
-	}
-	opts, err := srvf.options(log)
+	opts, err := srvf.options(logs, env)
 	if err != nil {
 		return err
 	}
 
-	iface, err := createInterface("up", plan.iface)
+	ul, err := bringUp("up", plan)
 	if err != nil {
 		return err
 	}
-	name := iface.Name()
-	st, err := stack.New(iface.Device(), plan.stack)
-	if err != nil {
-		iface.Close()
-		return err
-	}
+	name, st := ul.iface.Name(), ul.stack
 	var lns []net.Listener
 	for _, a := range plan.stack.Addrs {
 		ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), uint16(port)))
@@ -77,16 +62,14 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 			for _, l := range lns {
 				l.Close()
 			}
-			st.Close()
-			iface.Close()
+			ul.tearDown()
 			return err
 		}
 		lns = append(lns, ln)
 	}
 	srv := startServer(app.NewServer(opts), lns)
 
-	fmt.Fprintf(env.Stdout, "%s up: host %s  ·  userspace stack %s  ·  MTU %d\n",
-		name, joinWithSpace(iface.Addrs()), joinWithSpace(stackAddrs(plan.stack.Addrs)), iface.MTU())
+	fmt.Fprintf(env.Stdout, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
 	first := plan.stack.Addrs[0].Addr()
 	fmt.Fprintf(env.Stdout, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
 		port, first, port, first)
@@ -103,8 +86,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if err := srv.stop(); err != nil && failure == nil {
 		failure = fmt.Errorf("the ACK server: %v", err)
 	}
-	st.Close()
-	if err := iface.Close(); err != nil {
+	if err := ul.tearDown(); err != nil {
 		if failure == nil {
 			failure = err
 		}
@@ -112,16 +94,4 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "%s removed\n", name)
 	}
 	return failure
-}
-
-func stackAddrs(ps []netip.Prefix) []netip.Addr {
-	out := make([]netip.Addr, len(ps))
-	for i, p := range ps {
-		out[i] = p.Addr()
-	}
-	return out
-}
-
-func joinWithSpace[T fmt.Stringer](vals []T) string {
-	return strings.ReplaceAll(joinStrings(vals), ",", ", ")
 }

@@ -6,60 +6,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // checkNoLeaks fails the test if goroutines started during it are still alive
-// at cleanup (after a short bounded wait for them to exit). Register it first,
-// so that its cleanup runs last. Tests using it must not run in parallel.
+// at cleanup (goleak retries for a while before it reports). Register it
+// first, so that its cleanup runs last. Tests using it must not run in
+// parallel.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	before := goroutines()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			var extra []string
-			for id, stack := range goroutines() {
-				if _, ok := before[id]; !ok {
-					extra = append(extra, stack)
-				}
-			}
-			if len(extra) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("%d goroutine(s) leaked:\n\n%s", len(extra), strings.Join(extra, "\n\n"))
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// goroutines returns the stacks of all goroutines, keyed by their header's id.
-func goroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	m := make(map[string]string)
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		// "goroutine 17 [chan receive]:"
-		f := strings.Fields(g)
-		if len(f) >= 2 && f[0] == "goroutine" {
-			m[f[1]] = g
-		}
-	}
-	return m
+	existing := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, existing) })
 }
 
 // logBuffer is an io.Writer for a slog handler, safe for concurrent use.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ustack/ustack/tunif/netnstest"
+
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
@@ -59,18 +60,13 @@ func checkNoLeaks(t *testing.T) {
 	}
 	r.Close()
 	w.Close()
-	goroutines, fds := runtime.NumGoroutine(), countFDs(t)
+	existing, fds := goleak.IgnoreCurrent(), countFDs(t)
 	t.Cleanup(func() {
+		goleak.VerifyNone(t, existing)
 		deadline := time.Now().Add(2 * time.Second)
-		for {
-			g, f := runtime.NumGoroutine(), countFDs(t)
-			if g <= goroutines && f <= fds {
-				return
-			}
+		for f := countFDs(t); f > fds; f = countFDs(t) {
 			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("leak: %d goroutines (was %d), %d file descriptors (was %d); goroutines:\n%s", g, goroutines, f, fds, buf)
+				t.Errorf("leak: %d file descriptors open, %d before", f, fds)
 				return
 			}
 			time.Sleep(10 * time.Millisecond)

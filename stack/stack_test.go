@@ -97,7 +97,7 @@ func tcpSegments(t *testing.T, pkts []wirePacket) []header.TCP {
 			if !ip.IsValid(len(p.data)) {
 				t.Fatalf("invalid IPv6 packet on the wire: % x", p.data)
 			}
-			if ip.TransportProtocol() == header.TCPProtocolNumber {
+			if tcpip.TransportProtocolNumber(ip.NextHeader()) == header.TCPProtocolNumber { // no extension headers here
 				segs = append(segs, header.TCP(ip.Payload()))
 			}
 		default:
@@ -307,7 +307,7 @@ func TestICMPEcho(t *testing.T) {
 		_, peer := oneStack(t, 1)
 		peer.Write([][]byte{echoRequest6(v6A.Addr(), v6B.Addr(), 9, 4, payload)}, 0)
 		reply := header.IPv6(readPacket(t, peer))
-		if !reply.IsValid(len(reply)) || reply.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		if !reply.IsValid(len(reply)) || tcpip.TransportProtocolNumber(reply.NextHeader()) != header.ICMPv6ProtocolNumber {
 			t.Fatalf("not an ICMPv6 packet: % x", []byte(reply))
 		}
 		if reply.SourceAddress() != tcpip.AddrFrom16(v6B.Addr().As16()) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -32,15 +33,25 @@ const DeviceOffset = 16
 // capacity; 64 KiB is the largest IP packet.
 const maxTxBuffer = DeviceOffset + 1<<16
 
-// maxConsecutiveReadErrors bounds how long the read loop tolerates a device
-// that fails every read without delivering a packet, before it gives up
-// rather than spin.
-const maxConsecutiveReadErrors = 100
+// maxReadBuffer is the size of one read buffer: the largest IP packet, so
+// that raising the interface's MTU under a running stack (ip link set mtu)
+// costs nothing but the larger packets' bytes. Only the bytes a packet fills
+// are ever touched, so the batch's buffers take little real memory.
+const maxReadBuffer = DeviceOffset + 1<<16 - 1
+
+// maxFailingReads bounds how many reads in a row may fail in the system call
+// itself (not a malformed frame, which costs one frame) before the read loop
+// gives up rather than spin.
+const maxFailingReads = 100
 
 // ErrDeviceGone is reported by Endpoint.Err when the TUN device stopped
 // delivering packets under a running stack: it was closed, or its interface
 // was deleted (`ip link del`).
 var ErrDeviceGone = errors.New("the TUN device is gone")
+
+// ErrDeviceFailing is reported by Endpoint.Err when reads from the device kept
+// failing in the system call.
+var ErrDeviceFailing = errors.New("reading from the TUN device keeps failing")
 
 // Endpoint is the link layer of ustack: a stack.LinkEndpoint that moves raw IP
 // packets between a tun.Device and gVisor's netstack. There is no link header on
@@ -56,10 +67,13 @@ type Endpoint struct {
 	batch int
 	mtu   atomic.Uint32
 
-	mu         sync.Mutex
-	dispatcher stack.NetworkDispatcher // guarded by mu
-	started    bool                    // guarded by mu: the read loop has been started
-	onClose    func()                  // guarded by mu
+	// dispatcher is netstack's side of the NIC; the read loop loads it
+	// once a batch.
+	dispatcher atomic.Pointer[dispatcherRef]
+
+	mu      sync.Mutex
+	started bool   // guarded by mu: the read loop has been started
+	onClose func() // guarded by mu
 
 	stopping   atomic.Bool
 	readerDone chan struct{}
@@ -78,14 +92,16 @@ type Endpoint struct {
 type EndpointStats struct {
 	RxPackets    atomic.Uint64 // packets read from the device and delivered
 	RxBytes      atomic.Uint64
-	RxDropped    atomic.Uint64 // packets that were not IPv4 or IPv6 (first nibble), or empty
-	RxReadErrors atomic.Uint64 // failed device reads (a malformed frame from the kernel, too many segments)
+	RxDropped    atomic.Uint64 // packets that were not IPv4 or IPv6 (first nibble), or empty, or came while detached
+	RxReadErrors atomic.Uint64 // failed device reads (a frame the device could not parse, too many segments, a failed read)
 	TxPackets    atomic.Uint64 // packets written to the device
 	TxBytes      atomic.Uint64
 	TxErrors     atomic.Uint64 // write batches the device refused (interface down, device closed)
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+type dispatcherRef struct{ d stack.NetworkDispatcher }
 
 // NewEndpoint returns a link endpoint on dev. It reads nothing until netstack
 // attaches it to a NIC; the caller keeps ownership of dev until Close.
@@ -162,32 +178,35 @@ func (e *Endpoint) SetOnCloseAction(f func()) {
 }
 
 // IsAttached implements stack.LinkEndpoint.IsAttached.
-func (e *Endpoint) IsAttached() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dispatcher != nil
-}
+func (e *Endpoint) IsAttached() bool { return e.dispatcher.Load() != nil }
 
 // Attach implements stack.LinkEndpoint.Attach. The first non-nil dispatcher
 // starts the read loop; a nil one (the NIC is being removed) detaches, and
 // packets read after that are dropped.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		e.dispatcher.Store(nil)
+	} else {
+		e.dispatcher.Store(&dispatcherRef{d})
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.dispatcher = d
 	if d != nil && !e.started && !e.stopping.Load() {
 		e.started = true
 		go e.readLoop()
 	}
 }
 
-// Wait implements stack.LinkEndpoint.Wait: it waits for the read loop, which
-// only ends once StopReading (or Close) was called or the device failed.
+// Wait implements stack.LinkEndpoint.Wait: once a stop was requested
+// (StopReading, Close), it waits for the read loop to end; before that it
+// returns at once. netstack's Stack.Wait calls it while removing the NIC,
+// before it closes the endpoint: waiting there for a loop nobody stopped
+// would never end.
 func (e *Endpoint) Wait() {
 	e.mu.Lock()
-	started := e.started
+	wait := e.started && e.stopping.Load()
 	e.mu.Unlock()
-	if started {
+	if wait {
 		<-e.readerDone
 	}
 }
@@ -254,73 +273,88 @@ func (e *Endpoint) closeDevice() {
 func (e *Endpoint) setErr(err error) { e.err.CompareAndSwap(nil, &err) }
 
 // readLoop reads batches of packets from the device and delivers them to
-// netstack until it is stopped or the device fails for good.
+// netstack until it is stopped or the device goes away.
 func (e *Endpoint) readLoop() {
 	defer close(e.readerDone)
-	mtu := int(e.mtu.Load())
 	bufs := make([][]byte, e.batch)
 	sizes := make([]int, e.batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, DeviceOffset+mtu)
+		bufs[i] = make([]byte, maxReadBuffer)
 	}
-	failures := 0
+	failing := 0
 	for {
 		n, err := e.dev.Read(bufs, sizes, DeviceOffset)
-		for i := 0; i < n; i++ {
-			e.deliver(bufs[i][DeviceOffset : DeviceOffset+sizes[i]])
+		if n > 0 {
+			e.deliver(bufs[:n], sizes[:n])
 		}
 		if e.stopping.Load() {
 			return
 		}
 		if err == nil {
-			failures = 0
+			failing = 0
 			continue
 		}
-		// ErrTooManySegments: the kernel's superpacket split into more
-		// segments than one batch holds; the first n were delivered and TCP
-		// retransmits the rest. Other per-frame errors (a malformed virtio
-		// header) lose one frame. Neither is fatal; a closed device is.
-		if errors.Is(err, os.ErrClosed) {
+		e.stats.RxReadErrors.Add(1)
+		var errno syscall.Errno
+		switch {
+		case errors.Is(err, os.ErrClosed):
+			// Closed, or the interface was deleted: the kernel answers
+			// EBADFD, which wireguard turns into os.ErrClosed.
 			e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
 			return
-		}
-		e.stats.RxReadErrors.Add(1)
-		if n > 0 {
-			failures = 0
-		} else if failures++; failures >= maxConsecutiveReadErrors {
-			e.setErr(fmt.Errorf("%w: %d reads in a row failed, the last with: %v", ErrDeviceGone, failures, err))
-			return
+		case errors.As(err, &errno):
+			// The read itself failed. Once is weather (ENOBUFS); a
+			// hundred times in a row is a broken device.
+			if failing++; failing >= maxFailingReads {
+				e.setErr(fmt.Errorf("%w: %d reads in a row, the last: %v", ErrDeviceFailing, failing, err))
+				return
+			}
+		default:
+			// One frame lost: a virtio header wireguard could not
+			// parse, or a superpacket that split into more segments
+			// than a batch holds (ErrTooManySegments: the first n were
+			// delivered, TCP retransmits the rest). Each such error
+			// consumed a frame, so this cannot spin.
+			failing = 0
 		}
 	}
 }
 
-// deliver hands one IP packet to netstack. It copies the packet once, into the
-// packet buffer netstack owns, so the read buffer can be reused at once.
-func (e *Endpoint) deliver(pkt []byte) {
-	// A TUN in IFF_NO_PI mode gives no protocol field: the IP version is the
-	// first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
-	var proto tcpip.NetworkProtocolNumber
-	switch header.IPVersion(pkt) {
-	case header.IPv4Version:
-		proto = header.IPv4ProtocolNumber
-	case header.IPv6Version:
-		proto = header.IPv6ProtocolNumber
-	default:
-		e.stats.RxDropped.Add(1)
-		return
+// deliver hands a batch of IP packets to netstack. It copies each packet once,
+// into the packet buffer netstack owns, so the read buffers can be reused at
+// once.
+func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
+	ref := e.dispatcher.Load()
+	var delivered, bytes, dropped uint64
+	for i, buf := range bufs {
+		pkt := buf[DeviceOffset : DeviceOffset+sizes[i]]
+		// A TUN in IFF_NO_PI mode gives no protocol field: the IP version
+		// is the first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
+		var proto tcpip.NetworkProtocolNumber
+		switch header.IPVersion(pkt) {
+		case header.IPv4Version:
+			proto = header.IPv4ProtocolNumber
+		case header.IPv6Version:
+			proto = header.IPv6ProtocolNumber
+		default:
+			dropped++
+			continue
+		}
+		if ref == nil {
+			dropped++
+			continue
+		}
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		ref.d.DeliverNetworkPacket(proto, pb)
+		pb.DecRef()
+		delivered++
+		bytes += uint64(len(pkt))
 	}
-	e.mu.Lock()
-	d := e.dispatcher
-	e.mu.Unlock()
-	if d == nil {
-		e.stats.RxDropped.Add(1)
-		return
+	e.stats.RxPackets.Add(delivered)
+	e.stats.RxBytes.Add(bytes)
+	if dropped > 0 {
+		e.stats.RxDropped.Add(dropped)
 	}
-	e.stats.RxPackets.Add(1)
-	e.stats.RxBytes.Add(uint64(len(pkt)))
-	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	d.DeliverNetworkPacket(proto, pb)
-	pb.DecRef()
 }
 
 // WritePackets implements stack.LinkEndpoint.WritePackets. It copies each

@@ -59,13 +59,16 @@ type Stack struct {
 }
 
 // New builds a netstack on dev with cfg's addresses and starts reading
-// packets. From then on the Stack owns dev: Close closes it.
+// packets. The Stack owns dev: Close closes it, and so does New when it
+// fails.
 func New(dev tun.Device, cfg Config) (*Stack, error) {
-	if len(cfg.Addrs) == 0 {
-		return nil, errors.New("stack: no address for the userspace stack")
+	if err := cfg.validate(); err != nil {
+		dev.Close()
+		return nil, err
 	}
 	ep, err := NewEndpoint(dev, cfg.MTU)
 	if err != nil {
+		dev.Close()
 		return nil, err
 	}
 	ns := stack.New(stack.Options{
@@ -76,13 +79,30 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 	})
 	s := &Stack{ns: ns, ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
 	if err := s.configure(); err != nil {
-		// Nothing reads yet; destroying the stack removes the NIC, which
-		// closes the endpoint and with it the device.
-		ns.Destroy()
-		ep.Close()
+		// The NIC may exist already, and with it the read loop: tear down
+		// as Close does.
+		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// validate rejects what netstack would refuse half-way through configure.
+func (c Config) validate() error {
+	if len(c.Addrs) == 0 {
+		return errors.New("stack: no address for the userspace stack")
+	}
+	seen := make(map[netip.Addr]bool, len(c.Addrs))
+	for _, p := range c.Addrs {
+		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return fmt.Errorf("stack: %v is not an IPv4 or IPv6 address with a prefix length", p)
+		}
+		if seen[p.Addr()] {
+			return fmt.Errorf("stack: address %v given twice", p.Addr())
+		}
+		seen[p.Addr()] = true
+	}
+	return nil
 }
 
 func (s *Stack) configure() error {
@@ -105,7 +125,7 @@ func (s *Stack) configure() error {
 		pa := tcpip.ProtocolAddress{
 			Protocol: proto,
 			AddressWithPrefix: tcpip.AddressWithPrefix{
-				Address:   tcpip.AddrFromSlice(p.Addr().Unmap().AsSlice()),
+				Address:   tcpip.AddrFromSlice(p.Addr().AsSlice()),
 				PrefixLen: p.Bits(),
 			},
 		}

@@ -371,7 +371,9 @@ func TestListenerCloseUnblocksAcceptWithErrClosed(t *testing.T) {
 		_, err := ln.Accept()
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let Accept block; the assertion holds either way
+	// Give Accept time to block, so that Close has a blocked Accept to wake
+	// (if it has not blocked yet, Accept must still see ErrClosed).
+	time.Sleep(20 * time.Millisecond)
 	ln.Close()
 	select {
 	case err := <-errc:
@@ -488,13 +490,32 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{MTU: 1500},
 		{Addrs: []netip.Prefix{v4B}, MTU: 10},
 		{Addrs: []netip.Prefix{v4B}, MTU: 70000},
+		{Addrs: []netip.Prefix{v4B, v4B}, MTU: 1500},
+		{Addrs: []netip.Prefix{{}}, MTU: 1500},
+		{Addrs: []netip.Prefix{netip.MustParsePrefix("::ffff:198.18.0.2/120")}, MTU: 1500},
 	} {
 		dev, peer := newPipe(1, 1500)
-		if s, err := New(dev, cfg); err == nil {
-			s.Close()
-			t.Errorf("New(%+v) succeeded", cfg)
+		done := make(chan error, 1)
+		go func() {
+			s, err := New(dev, cfg)
+			if err == nil {
+				s.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("New(%+v) succeeded", cfg)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("New(%+v) hung", cfg)
 		}
-		dev.Close()
+		select {
+		case <-dev.closed:
+		default:
+			t.Errorf("New(%+v) failed without closing its device", cfg)
+		}
 		peer.Close()
 	}
 }

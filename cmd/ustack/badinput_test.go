@@ -48,6 +48,11 @@ func TestBadInput(t *testing.T) {
 		{"client bad port", []string{"client", "198.18.0.2:0"}, "the port must be 1..65535"},
 		{"client to loopback on netstack", []string{"client", "127.0.0.1:5000"}, "loopback address, which the userspace stack cannot reach"},
 		{"client bad via address", []string{"client", "--via-addr", "nope", "198.18.0.2:5000"}, `invalid value "nope" for flag --via-addr`},
+		{"client unknown flag among messages", []string{"client", "198.18.0.2:5000", "hi", "-x"}, "flag provided but not defined: -x (run ustack client --help; put arguments that start with - after --)"},
+		{"stack address twice", []string{"up", "--no-ipv6", "--stack-addr", "198.18.0.2", "--stack-addr", "198.18.0.2"}, "198.18.0.2 is given twice"},
+		{"host address is the network address", []string{"up", "--addr", "10.0.0.0/24"}, "--addr 10.0.0.0/24 is the network or broadcast address of 10.0.0.0/24"},
+		{"IPv4-mapped IPv6 address", []string{"up", "--addr", "::ffff:10.0.0.1/120"}, "is an IPv4-mapped IPv6 address"},
+		{"version takes no argument", []string{"version", "extra"}, `unexpected argument "extra"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, code := runUstack(t, tc.args...)

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -125,6 +126,7 @@ func report(env *Env, cmd string, err error) int {
 type flagSet struct {
 	*flag.FlagSet
 	synopsis, about string
+	positional      bool // the command takes arguments besides flags
 }
 
 // newFlagSet returns a flag set that reports errors to the caller instead of
@@ -133,35 +135,71 @@ func newFlagSet(name, synopsis, about string) *flagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	return &flagSet{fs, synopsis, about}
+	return &flagSet{FlagSet: fs, synopsis: synopsis, about: about}
 }
 
 // parse parses args, flags anywhere among them (until a "--"), and returns the
 // positional arguments. --help prints the help and returns errHelpShown.
 func parse(fs *flagSet, env *Env, args []string) ([]string, error) {
 	var positional []string
+	all := args
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				fs.printHelp(env.Stdout)
 				return nil, errHelpShown
 			}
-			// The flag package names flags with one dash; people type two.
-			msg := strings.NewReplacer("flag -", "flag --", "defined: -", "defined: --").Replace(err.Error())
-			return nil, usageErrorf("%s (run ustack %s --help)", msg, fs.Name())
+			hint := ""
+			if fs.positional && strings.HasPrefix(err.Error(), "flag provided but not defined") {
+				hint = "; put arguments that start with - after --"
+			}
+			return nil, usageErrorf("%s (run ustack %s --help%s)", spellAsTyped(err.Error(), all), fs.Name(), hint)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
 			return positional, nil
 		}
-		// Parse stopped at a positional argument or at "--". After "--",
-		// everything is positional.
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+		// Parse stopped at a positional argument, or after a "--" that
+		// ends the flags (and is not the value of a flag, as in
+		// --name --). After "--", everything is positional.
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" && (used < 2 || !fs.takesValue(args[used-2])) {
 			return append(positional, rest...), nil
 		}
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
+}
+
+// takesValue tells whether arg is a flag that takes the next argument as its
+// value: a known flag, not boolean, without "=value".
+func (fs *flagSet) takesValue(arg string) bool {
+	name, ok := strings.CutPrefix(arg, "-")
+	if !ok || strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(strings.TrimPrefix(name, "-"))
+	if f == nil {
+		return false
+	}
+	b, isBool := f.Value.(interface{ IsBoolFlag() bool })
+	return !isBool || !b.IsBoolFlag()
+}
+
+// flagInError finds the flag named in the flag package's error messages.
+var flagInError = regexp.MustCompile(`(flag provided but not defined: |flag )-([^\s:]+)`)
+
+// spellAsTyped rewrites the flag package's "-name" in msg the way it stands
+// in args: "--name" when the user typed two dashes.
+func spellAsTyped(msg string, args []string) string {
+	return flagInError.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := flagInError.FindStringSubmatch(m)
+		for _, a := range args {
+			if a == "--"+sub[2] || strings.HasPrefix(a, "--"+sub[2]+"=") {
+				return sub[1] + "--" + sub[2]
+			}
+		}
+		return m
+	})
 }
 
 // parseFlagsOnly parses the flags of a command that takes no other arguments.

@@ -39,6 +39,7 @@ var clientViaAddrs = []netip.Prefix{
 
 func runClient(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("client", "ustack client [flags] HOST:PORT [MESSAGE...]", clientAbout)
+	fs.positional = true
 	var (
 		via     = linkFlags{prefix: "via-"}
 		logs    logFlags
@@ -82,7 +83,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("connect to %s: %v", target, cause(err))
 		}
-		return app.RunClient(ctx, conn, msgs, opts)
+		return interrupted(ctx, app.RunClient(ctx, conn, msgs, opts))
 	}
 
 	if target.Addr().IsLoopback() {
@@ -118,6 +119,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		}
 		return app.RunClient(ctx, conn, msgs, opts)
 	}()
+	err = interrupted(ctx, err)
 	if cerr := ul.tearDown(); cerr != nil && err == nil {
 		err = cerr
 	} else if cerr == nil {
@@ -156,6 +158,15 @@ func family(a netip.Addr) int {
 		return 4
 	}
 	return 6
+}
+
+// interrupted turns the error of a conversation that SIGINT or SIGTERM cut
+// short into a normal end: the person asked for it.
+func interrupted(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // cause strips a net.OpError's "dial tcp 1.2.3.4:5:" prefix, which the message

@@ -27,10 +27,13 @@ func (f *prefixesFlag) Set(s string) error {
 	if p.Addr().Zone() != "" {
 		return fmt.Errorf("%q: an address zone is not allowed here", s)
 	}
+	if p.Addr().Is4In6() {
+		return fmt.Errorf("%q is an IPv4-mapped IPv6 address: give the IPv4 address, like 198.18.0.1/24", s)
+	}
 	if !f.set {
 		f.vals, f.set = nil, true
 	}
-	f.vals = append(f.vals, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()))
+	f.vals = append(f.vals, p)
 	return nil
 }
 
@@ -55,10 +58,18 @@ func (f *addrsFlag) Set(s string) error {
 	if a.Zone() != "" {
 		return fmt.Errorf("%q: an address zone is not allowed here", s)
 	}
+	if a.Is4In6() {
+		return fmt.Errorf("%q is an IPv4-mapped IPv6 address: give the IPv4 address, like 198.18.0.2", s)
+	}
+	for _, v := range f.vals {
+		if f.set && v == a {
+			return fmt.Errorf("%s is given twice", a)
+		}
+	}
 	if !f.set {
 		f.vals, f.set = nil, true
 	}
-	f.vals = append(f.vals, a.Unmap())
+	f.vals = append(f.vals, a)
 	return nil
 }
 
@@ -141,6 +152,10 @@ func (l *linkFlags) plan() (linkPlan, error) {
 	has6 := false
 	for _, h := range hosts {
 		has6 = has6 || h.Addr().Is6()
+		if h.Addr().Is4() && h.Bits() < 31 && (h.Addr() == h.Masked().Addr() || isBroadcast4(h, h.Addr())) {
+			return linkPlan{}, usageErrorf("%saddr %s is the network or broadcast address of %s: give the host an address inside it, like %s/%d",
+				p, h, h.Masked(), h.Masked().Addr().Next(), h.Bits())
+		}
 	}
 	if has6 && l.mtu >= tunif.MinMTU && l.mtu < tunif.MinMTUv6 {
 		return linkPlan{}, usageErrorf("%smtu %d is below IPv6's minimum link MTU of %d: raise %smtu or pass %sno-ipv6",

@@ -24,7 +24,7 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 		listen string
 	)
 	fs.BoolVar(&kernel, "kernel", false, "serve on kernel sockets (required: the userspace-stack server is ustack up)")
-	fs.StringVar(&listen, "listen", ":5000", "`address:port` to listen on; an empty address means all of them, IPv4 and IPv6")
+	fs.StringVar(&listen, "listen", ":5000", "`address:port` to listen on; an empty address means all of them, IPv4 and IPv6; port 0 picks a free one (the ready line says which)")
 	logs.register(fs)
 	srvf.register(fs)
 	if err := parseFlagsOnly(fs, env, args); err != nil {

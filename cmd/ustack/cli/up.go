@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/ustack/ustack/app"
+	"github.com/ustack/ustack/stack"
 	"github.com/ustack/ustack/tunif"
 )
 
@@ -78,7 +80,11 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	select {
 	case <-ctx.Done():
 	case <-st.Done():
-		failure = fmt.Errorf("the interface %s went away under the running stack (deleted with ip link del?): %v", name, st.Err())
+		if errors.Is(st.Err(), stack.ErrDeviceGone) {
+			failure = fmt.Errorf("the interface %s went away under the running stack (deleted with ip link del?): %v", name, st.Err())
+		} else {
+			failure = fmt.Errorf("the userspace stack stopped: %v", st.Err())
+		}
 	case err := <-srv.errc:
 		srv.n--
 		failure = fmt.Errorf("the ACK server stopped: %v", err)

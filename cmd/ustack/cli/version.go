@@ -8,7 +8,7 @@ import (
 
 func runVersion(_ context.Context, env *Env, args []string) error {
 	fs := newFlagSet("version", "ustack version", "Prints the version of ustack and of the libraries it is built on.")
-	if _, err := parse(fs, env, args); err != nil {
+	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}
 	info, ok := debug.ReadBuildInfo()

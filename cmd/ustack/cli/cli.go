@@ -186,7 +186,7 @@ func (fs *flagSet) takesValue(arg string) bool {
 }
 
 // flagInError finds the flag named in the flag package's error messages.
-var flagInError = regexp.MustCompile(`(flag provided but not defined: |flag )-([^\s:]+)`)
+var flagInError = regexp.MustCompile(`(flag provided but not defined: |flag needs an argument: |flag )-([^\s:]+)`)
 
 // spellAsTyped rewrites the flag package's "-name" in msg the way it stands
 // in args: "--name" when the user typed two dashes.

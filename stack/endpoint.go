@@ -3,12 +3,13 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -295,16 +296,23 @@ func (e *Endpoint) readLoop() {
 			continue
 		}
 		e.stats.RxReadErrors.Add(1)
-		var errno syscall.Errno
+		var syscallErr *fs.PathError
 		switch {
 		case errors.Is(err, os.ErrClosed):
 			// Closed, or the interface was deleted: the kernel answers
 			// EBADFD, which wireguard turns into os.ErrClosed.
 			e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
 			return
-		case errors.As(err, &errno):
-			// The read itself failed. Once is weather (ENOBUFS); a
-			// hundred times in a row is a broken device.
+		case errors.As(err, &syscallErr):
+			// The read itself failed. When the interface was deleted
+			// while a read waited, Go's poller may answer "not pollable"
+			// for good instead of EBADFD: ask the device.
+			if deviceGone(e.dev) {
+				e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
+				return
+			}
+			// Once is weather (ENOBUFS); a hundred times in a row is a
+			// broken device.
 			if failing++; failing >= maxFailingReads {
 				e.setErr(fmt.Errorf("%w: %d reads in a row, the last: %v", ErrDeviceFailing, failing, err))
 				return
@@ -318,6 +326,30 @@ func (e *Endpoint) readLoop() {
 			failing = 0
 		}
 	}
+}
+
+// deviceGone tells whether the TUN interface behind dev's file was deleted:
+// the kernel then answers TUNGETIFF with EBADFD. A device without a file
+// (an in-memory one) is never gone this way.
+func deviceGone(dev tun.Device) bool {
+	f := dev.File()
+	if f == nil {
+		return false
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var ioctlErr error
+	if err := rc.Control(func(fd uintptr) {
+		var ifr *unix.Ifreq
+		if ifr, ioctlErr = unix.NewIfreq(""); ioctlErr == nil {
+			ioctlErr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr)
+		}
+	}); err != nil {
+		return true
+	}
+	return errors.Is(ioctlErr, unix.EBADFD)
 }
 
 // deliver hands a batch of IP packets to netstack. It copies each packet once,

@@ -40,6 +40,9 @@ import (
 // nicID is the one NIC of the stack: the TUN link.
 const nicID tcpip.NICID = 1
 
+// maxUnscaledWindow is the largest TCP window without window scaling.
+const maxUnscaledWindow = 1<<16 - 1
+
 // Config describes the userspace stack.
 type Config struct {
 	// Addrs are the stack's own addresses, each with the prefix of the link
@@ -112,6 +115,21 @@ func (s *Stack) configure() error {
 	sack := tcpip.TCPSACKEnabled(true)
 	if tcpipErr := s.ns.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); tcpipErr != nil {
 		return fmt.Errorf("stack: enable SACK: %s", tcpipErr)
+	}
+	// Receive buffers of at most 64 KiB, so that TCP needs no window
+	// scaling (RFC 7323). netstack rounds its advertised window down to the
+	// scale, so the window's right edge can move back by up to 2^scale-1
+	// bytes from one ACK to the next. A Linux peer that already sent up to
+	// the old edge then has SND.NXT beyond netstack's RCV.NXT, and when
+	// netstack's window is zero it discards the peer's every segment as
+	// unacceptable, ACK field and all (RFC 9293 §3.10.7.4 asks to process
+	// those ACKs): netstack never learns its own data was received, its
+	// send buffer never drains, the application never reads, the window
+	// never opens. Seen as a dead connection in the 16 MiB test on a busy
+	// machine. Without scaling the window is exact and never shrinks.
+	rcvBuf := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: maxUnscaledWindow, Max: maxUnscaledWindow}
+	if tcpipErr := s.ns.SetTransportProtocolOption(tcp.ProtocolNumber, &rcvBuf); tcpipErr != nil {
+		return fmt.Errorf("stack: set TCP receive buffer sizes: %s", tcpipErr)
 	}
 	if tcpipErr := s.ns.CreateNICWithOptions(nicID, s.ep, stack.NICOptions{Name: "tun"}); tcpipErr != nil {
 		return fmt.Errorf("stack: create NIC: %s", tcpipErr)

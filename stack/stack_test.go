@@ -195,6 +195,13 @@ func TestTCPHandshakeAndDataBothWays(t *testing.T) {
 			if !sack {
 				t.Error("SYN does not offer SACK")
 			}
+			// No window scaling, or a shift of 0 (see Stack.configure: a scaled netstack
+			// window can shrink, and then deadlock against Linux).
+			for i, seg := range segs[:2] {
+				if ws := header.ParseSynOptions(seg.Options(), i == 1).WS; ws > 0 {
+					t.Errorf("segment %d offers window scale %d", i, ws)
+				}
+			}
 			// The MTU is respected, and used: bulk data fills it.
 			largest := 0
 			for _, p := range pkts {

@@ -448,7 +448,9 @@ func TestInterfaceDeletedUnderUs(t *testing.T) {
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("ustack up still runs 5s after its interface was deleted")
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		<-p.done
+		t.Fatalf("ustack up still runs 5s after its interface was deleted:\n%s", p.stderr.String())
 	}
 	want := "ustack up: the interface ustackd went away under the running stack"
 	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), want) {

@@ -15,6 +15,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ustack/ustack/stack/tap"
 )
 
 // DeviceOffset is the headroom, in bytes, that every buffer handed to the
@@ -84,6 +86,7 @@ type Endpoint struct {
 	txBufs    [][]byte // guarded by writeMu: one reusable buffer per batch slot
 	txBatch   [][]byte // guarded by writeMu: the batch handed to dev.Write
 	stats     EndpointStats
+	packets   tap.Bus[tap.Packet] // every packet that crossed the device, for the taps
 	closeOnce sync.Once
 	devOnce   sync.Once
 }
@@ -98,6 +101,10 @@ type EndpointStats struct {
 	TxPackets    atomic.Uint64 // packets written to the device
 	TxBytes      atomic.Uint64
 	TxErrors     atomic.Uint64 // write batches the device refused (interface down, device closed)
+
+	// The same, per IP version.
+	RxIPv4Packets, RxIPv4Bytes, RxIPv6Packets, RxIPv6Bytes atomic.Uint64
+	TxIPv4Packets, TxIPv4Bytes, TxIPv6Packets, TxIPv6Bytes atomic.Uint64
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -127,6 +134,11 @@ func NewEndpoint(dev tun.Device, mtu int) (*Endpoint, error) {
 
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() *EndpointStats { return &e.stats }
+
+// Packets returns the bus on which the endpoint publishes every packet it
+// reads from or writes to the device, as it crossed the device. With nobody
+// subscribed it costs one atomic load a batch.
+func (e *Endpoint) Packets() *tap.Bus[tap.Packet] { return &e.packets }
 
 // Err returns why the read loop stopped on its own (ErrDeviceGone, wrapped with
 // the cause), or nil while it runs or after a requested stop.
@@ -357,9 +369,18 @@ func deviceGone(dev tun.Device) bool {
 // once.
 func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
 	ref := e.dispatcher.Load()
+	tapped := e.packets.Active()
+	var now time.Time
+	if tapped {
+		now = time.Now()
+	}
 	var delivered, bytes, dropped uint64
+	var v4, v4Bytes uint64
 	for i, buf := range bufs {
 		pkt := buf[DeviceOffset : DeviceOffset+sizes[i]]
+		if tapped {
+			tap.PublishPacket(&e.packets, now, tap.In, pkt)
+		}
 		// A TUN in IFF_NO_PI mode gives no protocol field: the IP version
 		// is the first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
 		var proto tcpip.NetworkProtocolNumber
@@ -381,9 +402,17 @@ func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
 		pb.DecRef()
 		delivered++
 		bytes += uint64(len(pkt))
+		if proto == header.IPv4ProtocolNumber {
+			v4++
+			v4Bytes += uint64(len(pkt))
+		}
 	}
 	e.stats.RxPackets.Add(delivered)
 	e.stats.RxBytes.Add(bytes)
+	e.stats.RxIPv4Packets.Add(v4)
+	e.stats.RxIPv4Bytes.Add(v4Bytes)
+	e.stats.RxIPv6Packets.Add(delivered - v4)
+	e.stats.RxIPv6Bytes.Add(bytes - v4Bytes)
 	if dropped > 0 {
 		e.stats.RxDropped.Add(dropped)
 	}
@@ -397,10 +426,15 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	defer e.writeMu.Unlock()
 	all := pkts.AsSlice()
 	written := 0
+	tapped := e.packets.Active()
+	var now time.Time
+	if tapped {
+		now = time.Now()
+	}
 	for len(all) > 0 {
 		n := min(len(all), e.batch)
 		batch := e.txBatch[:0]
-		var bytes uint64
+		var bytes, v4, v4Bytes uint64
 		for i, pkt := range all[:n] {
 			size := pkt.Size()
 			if e.txBufs[i] == nil || cap(e.txBufs[i]) < DeviceOffset+size {
@@ -408,8 +442,15 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			}
 			buf := e.txBufs[i][:DeviceOffset+size]
 			copyPacket(buf[DeviceOffset:], pkt)
+			if tapped {
+				tap.PublishPacket(&e.packets, now, tap.Out, buf[DeviceOffset:])
+			}
 			batch = append(batch, buf)
 			bytes += uint64(size)
+			if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+				v4++
+				v4Bytes += uint64(size)
+			}
 		}
 		if _, err := e.dev.Write(batch, DeviceOffset); err != nil {
 			e.stats.TxErrors.Add(1)
@@ -423,6 +464,10 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		} else {
 			e.stats.TxPackets.Add(uint64(n))
 			e.stats.TxBytes.Add(bytes)
+			e.stats.TxIPv4Packets.Add(v4)
+			e.stats.TxIPv4Bytes.Add(v4Bytes)
+			e.stats.TxIPv6Packets.Add(uint64(n) - v4)
+			e.stats.TxIPv6Bytes.Add(bytes - v4Bytes)
 		}
 		written += n
 		all = all[n:]

@@ -35,6 +35,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/ustack/ustack/stack/tap"
 )
 
 // nicID is the one NIC of the stack: the TUN link.
@@ -50,6 +52,10 @@ type Config struct {
 	Addrs []netip.Prefix
 	// MTU of the link, the same as the TUN interface's.
 	MTU int
+	// TCPProbe turns on netstack's TCP probe: after every segment it
+	// handles, the connection's state is published on Samples. Off, it
+	// costs nothing.
+	TCPProbe bool
 }
 
 // Stack is a running netstack attached to a TUN device.
@@ -57,6 +63,8 @@ type Stack struct {
 	ns      *stack.Stack
 	ep      *Endpoint
 	addrs   []netip.Prefix
+	samples tap.Bus[TCPSample]
+	probe   probeState
 	closing atomic.Bool
 	once    sync.Once
 }
@@ -74,13 +82,21 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 		dev.Close()
 		return nil, err
 	}
-	ns := stack.New(stack.Options{
+	s := &Stack{ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
+	tcpProto := tcp.NewProtocol
+	if cfg.TCPProbe {
+		// Both are Reno (RFC 5681): the probe is chosen when the
+		// protocol is made, and costs a copy of the endpoint state per
+		// segment, so it is there only when asked for.
+		s.probe.acked = make(map[[2]netip.AddrPort][2]uint32)
+		tcpProto = tcp.NewProtocolProbe(s.onProbe)
+	}
+	s.ns = stack.New(stack.Options{
 		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{
-			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+			tcpProto, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	s := &Stack{ns: ns, ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
 	if err := s.configure(); err != nil {
 		// The NIC may exist already, and with it the read loop: tear down
 		// as Close does.
@@ -174,6 +190,10 @@ func (s *Stack) Addrs() []netip.Prefix { return append([]netip.Prefix(nil), s.ad
 
 // Netstack returns gVisor's stack, for counters and options.
 func (s *Stack) Netstack() *stack.Stack { return s.ns }
+
+// Samples returns the bus of TCP probe samples; nothing is published on it
+// unless the stack was made with Config.TCPProbe.
+func (s *Stack) Samples() *tap.Bus[TCPSample] { return &s.samples }
 
 // Link returns the link endpoint between the device and netstack.
 func (s *Stack) Link() *Endpoint { return s.ep }

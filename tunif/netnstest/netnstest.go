@@ -100,8 +100,24 @@ func child(m *testing.M) int {
 		return 2
 	}
 	inNamespace = true
+	// The control sockets of the ustacks these tests start belong to this
+	// namespace: keep them out of /run/ustack, where the root namespace's
+	// ustack (or another test package's) has its own.
+	if os.Getenv(RunDirEnv) == "" {
+		dir, err := os.MkdirTemp("", "ustack-run-")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "netnstest: %v\n", err)
+			return 2
+		}
+		defer os.RemoveAll(dir)
+		os.Setenv(RunDirEnv, dir)
+	}
 	return m.Run()
 }
+
+// RunDirEnv names the directory of ustack's control sockets; the tests in a
+// namespace get a private one.
+const RunDirEnv = "USTACK_RUN_DIR"
 
 // loUp brings the loopback interface up; a new namespace starts with it down.
 func loUp() error {

@@ -44,6 +44,8 @@ func commands() []command {
 		{"up", "bring up the TUN interface, the userspace stack and the ACK server on it", runUp},
 		{"serve", "run the same ACK server on kernel sockets (--kernel)", runServe},
 		{"client", "the article's client, on its own userspace stack or on kernel sockets", runClient},
+		{"stats", "print the counters and connections of a running ustack", runStats},
+		{"plot", "draw cwnd and ssthresh over time from a --tcp-probe CSV", runPlot},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -153,7 +155,11 @@ func parse(fs *flagSet, env *Env, args []string) ([]string, error) {
 			if fs.positional && strings.HasPrefix(err.Error(), "flag provided but not defined") {
 				hint = "; put arguments that start with - after --"
 			}
-			return nil, usageErrorf("%s (run ustack %s --help%s)", spellAsTyped(err.Error(), all), fs.Name(), hint)
+			// A flag that is boolean only in that it may stand alone
+			// (--trace) gets the flag package's words for booleans.
+			msg := strings.Replace(err.Error(), "invalid boolean value ", "invalid value ", 1)
+			msg = invalidBoolFor.ReplaceAllString(msg, "${1}for flag -")
+			return nil, usageErrorf("%s (run ustack %s --help%s)", spellAsTyped(msg, all), fs.Name(), hint)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -187,6 +193,10 @@ func (fs *flagSet) takesValue(arg string) bool {
 
 // flagInError finds the flag named in the flag package's error messages.
 var flagInError = regexp.MustCompile(`(flag provided but not defined: |flag needs an argument: |flag )-([^\s:]+)`)
+
+// invalidBoolFor finds "for -name" in the flag package's error for a bad
+// boolean value.
+var invalidBoolFor = regexp.MustCompile(`^(invalid value "[^"]*" )for -`)
 
 // spellAsTyped rewrites the flag package's "-name" in msg the way it stands
 // in args: "--name" when the user typed two dashes.

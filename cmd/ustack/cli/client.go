@@ -43,6 +43,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	var (
 		via     = linkFlags{prefix: "via-"}
 		logs    logFlags
+		obsf    observeFlags
 		kernel  bool
 		timeout time.Duration
 	)
@@ -50,6 +51,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	fs.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the connection, and for the server's replies after the last message")
 	via.register(fs, "ustack1", clientViaAddrs)
 	logs.register(fs)
+	obsf.register(fs)
 	rest, err := parse(fs, env, args)
 	if err != nil {
 		return err
@@ -78,6 +80,9 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	opts := app.ClientOptions{Out: env.Stdout, ReplyTimeout: timeout}
 
 	if kernel {
+		if obsf != (observeFlags{}) {
+			return usageErrorf("--trace, --pcap, --tcp-probe, --metrics and --control watch the userspace stack: they do not work with --kernel")
+		}
 		d := net.Dialer{Timeout: timeout}
 		conn, err := d.DialContext(ctx, "tcp", target.String())
 		if err != nil {
@@ -97,7 +102,11 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	if !hasFamily(plan.stack.Addrs, target.Addr()) {
 		return usageErrorf("%s is an IPv%d address but the client's stack has none of that family: give a --via-addr of it", target.Addr(), family(target.Addr()))
 	}
-	ul, err := bringUp("client", plan)
+	if err := obsf.check(plan.iface.Name); err != nil {
+		return err
+	}
+	opts.Out = obsf.textOut(env)
+	ul, err := bringUp("client", plan, &obsf, env, log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +129,12 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		return app.RunClient(ctx, conn, msgs, opts)
 	}()
 	err = interrupted(ctx, err)
-	if cerr := ul.tearDown(); cerr != nil && err == nil {
+	var summary io.Writer
+	if obsf.trace != traceOff || obsf.pcap != "" || obsf.probe != "" {
+		// Someone is watching the layers: show what they added up to.
+		summary = env.Stderr
+	}
+	if cerr := ul.tearDown(summary); cerr != nil && err == nil {
 		err = cerr
 	} else if cerr == nil {
 		log.Info(ul.iface.Name() + " removed")

@@ -3,6 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 
@@ -250,24 +252,42 @@ func isBroadcast4(h netip.Prefix, a netip.Addr) bool {
 	return netip.AddrFrom4(b) == a
 }
 
-// userspaceLink is a TUN interface with a userspace stack on its far end.
+// userspaceLink is a TUN interface with a userspace stack on its far end,
+// and the taps that watch it.
 type userspaceLink struct {
 	iface *tunif.Interface
 	stack *stack.Stack
+	obs   *observers
 }
 
-// bringUp creates the interface of plan and starts the stack on it.
-func bringUp(cmd string, plan linkPlan) (*userspaceLink, error) {
+// bringUp opens the files the observe flags ask for, creates the interface of
+// plan, opens the control socket and metrics listener, and starts the stack
+// on the interface with its taps. On failure it leaves nothing behind.
+func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.Logger) (*userspaceLink, error) {
+	obs, err := obsf.open(env, log)
+	if err != nil {
+		return nil, err
+	}
 	iface, err := createInterface(cmd, plan.iface)
 	if err != nil {
+		obs.close()
 		return nil, err
 	}
-	st, err := stack.New(iface.Device(), plan.stack)
+	if err := obs.listen(); err != nil {
+		iface.Close()
+		obs.close()
+		return nil, err
+	}
+	cfg := plan.stack
+	cfg.TCPProbe = obsf.probe != ""
+	st, err := stack.New(iface.Device(), cfg)
 	if err != nil {
 		iface.Close()
+		obs.close()
 		return nil, err
 	}
-	return &userspaceLink{iface: iface, stack: st}, nil
+	obs.attach(st)
+	return &userspaceLink{iface: iface, stack: st, obs: obs}, nil
 }
 
 // summary is the line that says what is up.
@@ -276,11 +296,21 @@ func (l *userspaceLink) summary() string {
 		joinWithSpace(l.iface.Addrs()), joinWithSpace(stackAddrs(l.stack.Addrs())))
 }
 
-// tearDown closes the stack (connections are reset), then removes the
-// interface and waits until the kernel has.
-func (l *userspaceLink) tearDown() error {
+// tearDown prints the counters on summary (unless nil), closes the stack
+// (connections are reset), lets the taps write their last packets, then
+// removes the interface and waits until the kernel has.
+func (l *userspaceLink) tearDown(summary io.Writer) error {
+	if summary != nil {
+		if snap, err := l.obs.snapshot(); err == nil {
+			writeSnapshot(summary, l.iface.Name(), snap, false)
+		}
+	}
 	l.stack.Close()
-	return l.iface.Close()
+	tapErr := l.obs.close()
+	if err := l.iface.Close(); err != nil {
+		return err
+	}
+	return tapErr
 }
 
 func stackAddrs(ps []netip.Prefix) []netip.Addr {

@@ -31,11 +31,13 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		link linkFlags
 		logs logFlags
 		srvf serverFlags
+		obsf observeFlags
 		port int
 	)
 	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
 	logs.register(fs)
 	srvf.register(fs)
+	obsf.register(fs)
 	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
@@ -51,8 +53,12 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := obsf.check(plan.iface.Name); err != nil {
+		return err
+	}
+	out := obsf.textOut(env)
 
-	ul, err := bringUp("up", plan)
+	ul, err := bringUp("up", plan, &obsf, env, opts.Logger)
 	if err != nil {
 		return err
 	}
@@ -64,16 +70,16 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 			for _, l := range lns {
 				l.Close()
 			}
-			ul.tearDown()
+			ul.tearDown(nil)
 			return err
 		}
 		lns = append(lns, ln)
 	}
 	srv := startServer(app.NewServer(opts), lns)
 
-	fmt.Fprintf(env.Stdout, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
+	fmt.Fprintf(out, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
 	first := plan.stack.Addrs[0].Addr()
-	fmt.Fprintf(env.Stdout, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
+	fmt.Fprintf(out, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
 		port, first, port, first)
 
 	var failure error
@@ -92,12 +98,16 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if err := srv.stop(); err != nil && failure == nil {
 		failure = fmt.Errorf("the ACK server: %v", err)
 	}
-	if err := ul.tearDown(); err != nil {
+	summary := out
+	if logs.quiet {
+		summary = nil
+	}
+	if err := ul.tearDown(summary); err != nil {
 		if failure == nil {
 			failure = err
 		}
 	} else {
-		fmt.Fprintf(env.Stdout, "%s removed\n", name)
+		fmt.Fprintf(out, "%s removed\n", name)
 	}
 	return failure
 }

@@ -53,6 +53,22 @@ func TestBadInput(t *testing.T) {
 		{"host address is the network address", []string{"up", "--addr", "10.0.0.0/24"}, "--addr 10.0.0.0/24 is the network or broadcast address of 10.0.0.0/24"},
 		{"IPv4-mapped IPv6 address", []string{"up", "--addr", "::ffff:10.0.0.1/120"}, "is an IPv4-mapped IPv6 address"},
 		{"version takes no argument", []string{"version", "extra"}, `unexpected argument "extra"`},
+		{"trace mode", []string{"up", "--trace=loud"}, `invalid value "loud" for flag --trace: "loud": give --trace (one line a packet) or --trace=verbose`},
+		{"trace filter without trace", []string{"up", "--trace-filter", "port 5000"}, "--trace-filter needs --trace"},
+		{"trace filter syntax", []string{"up", "--trace", "--trace-filter", "port"}, `--trace-filter: `},
+		{"trace filter word", []string{"up", "--trace", "--trace-filter", "tcp and bogus"}, `bogus`},
+		{"pcap size", []string{"up", "--pcap", "x.pcap", "--pcap-max-bytes", "lots"}, `"lots" is not a size: give bytes, like 1000000, 64K, 100M or 2G`},
+		{"pcap size without file", []string{"up", "--pcap-max-bytes", "1M"}, "--pcap-max-bytes needs --pcap FILE"},
+		{"pcap in a missing directory", []string{"up", "--pcap", "/nonexistent/dir/x.pcap"}, "--pcap: open /nonexistent/dir/x.pcap: no such file or directory"},
+		{"probe to stdout", []string{"up", "--tcp-probe", "-"}, "--tcp-probe needs a file name, not -"},
+		{"probe and pcap the same file", []string{"up", "--pcap", "a", "--tcp-probe", "a"}, "--pcap and --tcp-probe name the same file"},
+		{"metrics address", []string{"up", "--metrics", "9100"}, `--metrics "9100": give ADDR:PORT, like 127.0.0.1:9100`},
+		{"kernel client with a tap", []string{"client", "--kernel", "--trace", "127.0.0.1:5000"}, "they do not work with --kernel"},
+		{"stats without a running ustack", []string{"stats", "--name", "nothere"}, "no running ustack answers on "},
+		{"stats watch interval", []string{"stats", "--watch", "1ns"}, "--watch 1ns: give an interval of at least 10ms"},
+		{"stats bad name", []string{"stats", "--name", "a/b"}, `interface name "a/b"`},
+		{"plot without a file", []string{"plot"}, "ustack plot: which file? ustack plot FILE.csv draws a CSV recorded with ustack up --tcp-probe FILE.csv"},
+		{"plot missing file", []string{"plot", "/nonexistent.csv"}, "open /nonexistent.csv: no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, code := runUstack(t, tc.args...)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# cwnd-plot.sh — record a bulk transfer through ustack's TCP probe and draw
+# its congestion window: the picture in the README.
+#
+#   scripts/cwnd-plot.sh [OUT.png|OUT.svg]     (default docs/cwnd.png)
+#
+# It builds ustack (or takes $USTACK_BIN), then, as root and in a network
+# namespace of its own (sudo unshare -n), runs `ustack up --tcp-probe`, sends
+# 8 MiB of base64 lines through the ACK server with nc, stops ustack and runs
+# `ustack plot`. Nothing is left behind: the namespace ends with the script.
+set -euo pipefail
+
+out=${1:-docs/cwnd.png}
+size_mib=${USTACK_PLOT_MIB:-8}
+
+if [[ -z ${USTACK_BIN:-} ]]; then
+	cd "$(dirname "$0")/.."
+	USTACK_BIN=$(mktemp -d)/ustack
+	go build -o "$USTACK_BIN" ./cmd/ustack
+	export USTACK_BIN
+fi
+if [[ $(id -u) != 0 ]]; then
+	exec sudo --preserve-env=USTACK_BIN,USTACK_PLOT_MIB "$0" "$@"
+fi
+if [[ ${USTACK_PLOT_NETNS:-} != 1 ]]; then
+	for tool in unshare nc ip; do
+		command -v "$tool" >/dev/null || { echo "cwnd-plot.sh: $tool is missing (apt-get install util-linux netcat-openbsd iproute2)" >&2; exit 1; }
+	done
+	USTACK_PLOT_NETNS=1 exec unshare -n "$0" "$@"
+fi
+
+# From here on: root, in a fresh network namespace.
+ip link set lo up
+work=$(mktemp -d)
+export USTACK_RUN_DIR=$work/run
+pid=
+cleanup() {
+	[[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$USTACK_BIN" up --no-ipv6 --quiet --tcp-probe "$work/probe.csv" >"$work/up.out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+	grep -q "TCP Server running" "$work/up.out" && break
+	kill -0 "$pid" 2>/dev/null || { cat "$work/up.out" >&2; exit 1; }
+	sleep 0.1
+done
+grep -q "TCP Server running" "$work/up.out" || { echo "cwnd-plot.sh: ustack up did not start" >&2; cat "$work/up.out" >&2; exit 1; }
+
+echo "sending $size_mib MiB of lines through the ACK server at 198.18.0.2:5000 ..."
+sent=$(head -c "$((size_mib << 20))" /dev/urandom | base64 | tee >(wc -c >"$work/sent") | timeout 120 nc -N 198.18.0.2 5000 | wc -l)
+echo "$sent ACK lines back"
+
+kill -INT "$pid"
+wait "$pid"
+pid=
+"$USTACK_BIN" plot "$work/probe.csv" -o "$out" --title "ustack: cwnd of the ACK server's replies during a ${size_mib} MiB transfer"

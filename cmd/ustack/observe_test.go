@@ -487,3 +487,22 @@ func TestCwndPlotScript(t *testing.T) {
 		t.Errorf("the script's picture is no PNG: %v", err)
 	}
 }
+
+// TestTapCostScript runs the script that measures what the taps cost, small.
+func TestTapCostScript(t *testing.T) {
+	netnstest.Require(t)
+	needTool(t, "nc")
+	needTool(t, "unshare")
+	bin := ustackBinary(t)
+	cmd := exec.Command("../../scripts/tap-cost.sh", "1")
+	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_TAPCOST_MIB=2")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/tap-cost.sh: %v\n%s", err, out)
+	}
+	for _, tap := range []string{"off", "trace", "trace-filtered", "pcap", "tcp-probe", "all"} {
+		if !regexp.MustCompile(`(?m)^` + tap + ` +\d+ +\[\d+-\d+\] +\d+\.\d\dx +0$`).Match(out) {
+			t.Errorf("no result line for %s (with 0 skipped) in\n%s", tap, out)
+		}
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/ustack/ustack/stack/tap"
 )
@@ -56,6 +57,8 @@ type Config struct {
 	// handles, the connection's state is published on Samples. Off, it
 	// costs nothing.
 	TCPProbe bool
+	// TCP is the TCP knobs; the zero value is the defaults.
+	TCP TCPConfig
 }
 
 // Stack is a running netstack attached to a TUN device.
@@ -65,6 +68,7 @@ type Stack struct {
 	addrs   []netip.Prefix
 	samples tap.Bus[TCPSample]
 	probe   probeState
+	tcp     TCPConfig // with the defaults filled in
 	closing atomic.Bool
 	once    sync.Once
 }
@@ -85,9 +89,10 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 	s := &Stack{ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
 	tcpProto := tcp.NewProtocol
 	if cfg.TCPProbe {
-		// Both are Reno (RFC 5681): the probe is chosen when the
-		// protocol is made, and costs a copy of the endpoint state per
-		// segment, so it is there only when asked for.
+		// The probe is chosen when the protocol is made, and costs a
+		// copy of the endpoint state per segment, so it is there only
+		// when asked for. (Both constructors start with Reno; configure
+		// sets the congestion control asked for.)
 		s.probe.acked = make(map[[2]netip.AddrPort][2]uint32)
 		tcpProto = tcp.NewProtocolProbe(s.onProbe)
 	}
@@ -97,7 +102,7 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 			tcpProto, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	if err := s.configure(); err != nil {
+	if err := s.configure(cfg.TCP); err != nil {
 		// The NIC may exist already, and with it the read loop: tear down
 		// as Close does.
 		s.Close()
@@ -121,18 +126,17 @@ func (c Config) validate() error {
 		}
 		seen[p.Addr()] = true
 	}
-	return nil
+	return c.TCP.validate(c.MTU)
 }
 
-func (s *Stack) configure() error {
-	// Selective acknowledgements (RFC 2018): the receiver tells the sender
-	// which blocks beyond a hole it already has, so a loss costs one
+func (s *Stack) configure(tcpCfg TCPConfig) error {
+	// The TCP knobs, and two defaults worth knowing about:
+	//
+	// Selective acknowledgements (RFC 2018) are on: the receiver tells the
+	// sender which blocks beyond a hole it already has, so a loss costs one
 	// retransmission, not a window.
-	sack := tcpip.TCPSACKEnabled(true)
-	if tcpipErr := s.ns.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); tcpipErr != nil {
-		return fmt.Errorf("stack: enable SACK: %s", tcpipErr)
-	}
-	// Receive buffers of at most 64 KiB, so that TCP needs no window
+	//
+	// Receive buffers are at most 64 KiB, so that TCP needs no window
 	// scaling (RFC 7323). netstack rounds its advertised window down to the
 	// scale, so the window's right edge can move back by up to 2^scale-1
 	// bytes from one ACK to the next. A Linux peer that already sent up to
@@ -143,9 +147,8 @@ func (s *Stack) configure() error {
 	// send buffer never drains, the application never reads, the window
 	// never opens. Seen as a dead connection in the 16 MiB test on a busy
 	// machine. Without scaling the window is exact and never shrinks.
-	rcvBuf := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: maxUnscaledWindow, Max: maxUnscaledWindow}
-	if tcpipErr := s.ns.SetTransportProtocolOption(tcp.ProtocolNumber, &rcvBuf); tcpipErr != nil {
-		return fmt.Errorf("stack: set TCP receive buffer sizes: %s", tcpipErr)
+	if err := tcpCfg.apply(s); err != nil {
+		return err
 	}
 	if tcpipErr := s.ns.CreateNICWithOptions(nicID, s.ep, stack.NICOptions{Name: "tun"}); tcpipErr != nil {
 		return fmt.Errorf("stack: create NIC: %s", tcpipErr)
@@ -226,48 +229,120 @@ func (s *Stack) Close() error {
 // address (0.0.0.0, ::) listens on all of the stack's addresses of that family.
 func (s *Stack) Listen(addr netip.AddrPort) (net.Listener, error) {
 	full, proto := fullAddress(addr)
-	ln, err := gonet.ListenTCP(s.ns, full, proto)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen on %s: %w", addr, err)
+	var wq waiter.Queue
+	ep, tcpipErr := s.ns.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if tcpipErr != nil {
+		return nil, fmt.Errorf("stack: listen on %s: %s", addr, tcpipErr)
 	}
-	return &listener{TCPListener: ln, stack: s}, nil
+	// The MSS is inherited by the connections the listener accepts; the
+	// keepalive is not, and is set on each in Accept.
+	s.applyToEndpoint(ep)
+	if tcpipErr := ep.Bind(full); tcpipErr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("stack: listen on %s: %w", addr, &net.OpError{Op: "bind", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: errors.New(tcpipErr.String())})
+	}
+	if tcpipErr := ep.Listen(listenBacklog); tcpipErr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("stack: listen on %s: %s", addr, tcpipErr)
+	}
+	return &listener{stack: s, ep: ep, wq: &wq, addr: net.TCPAddrFromAddrPort(addr), cancel: make(chan struct{})}, nil
 }
+
+// listenBacklog is the listen queue: connections the handshake completed and
+// the application did not accept yet.
+const listenBacklog = 1024
 
 // DialContext connects to address ("host:port", host an IP address) over the
 // userspace stack. network is "tcp", "tcp4" or "tcp6".
 func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	host, portStr, err := net.SplitHostPort(address)
-	if err != nil {
-		return nil, fmt.Errorf("stack: dial %q: %w", address, err)
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return nil, fmt.Errorf("stack: dial %q: the userspace stack has no resolver: give an IP address, not %q", address, host)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("stack: dial %q: port must be 1..65535", address)
-	}
-	ip = ip.Unmap()
-	switch network {
-	case "tcp":
-	case "tcp4":
-		if !ip.Is4() {
-			return nil, fmt.Errorf("stack: dial %s %s: not an IPv4 address", network, address)
-		}
-	case "tcp6":
-		if !ip.Is6() {
-			return nil, fmt.Errorf("stack: dial %s %s: not an IPv6 address", network, address)
-		}
-	default:
-		return nil, fmt.Errorf("stack: dial %s %s: network must be tcp, tcp4 or tcp6", network, address)
-	}
-	full, proto := fullAddress(netip.AddrPortFrom(ip, uint16(port)))
-	conn, err := gonet.DialContextTCP(ctx, s.ns, full, proto)
+	target, err := parseDialAddress("tcp", network, address)
 	if err != nil {
 		return nil, err
 	}
-	return conn, nil
+	full, proto := fullAddress(target)
+	var wq waiter.Queue
+	ep, tcpipErr := s.ns.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if tcpipErr != nil {
+		return nil, fmt.Errorf("stack: dial %s: %s", address, tcpipErr)
+	}
+	s.applyToEndpoint(ep)
+	// Registered before Connect: the connection may complete at once.
+	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	tcpipErr = ep.Connect(full)
+	if _, ok := tcpipErr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-notify:
+		}
+		tcpipErr = ep.LastError()
+	}
+	if tcpipErr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(target), Err: errors.New(tcpipErr.String())}
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
+}
+
+// parseDialAddress checks "host:port" for a dial of network ("tcp", "tcp4",
+// "tcp6", or the same with udp) over the userspace stack.
+func parseDialAddress(kind, network, address string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("stack: dial %q: %w", address, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("stack: dial %q: the userspace stack has no resolver: give an IP address, not %q", address, host)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return netip.AddrPort{}, fmt.Errorf("stack: dial %q: port must be 1..65535", address)
+	}
+	ip = ip.Unmap()
+	switch network {
+	case kind:
+	case kind + "4":
+		if !ip.Is4() {
+			return netip.AddrPort{}, fmt.Errorf("stack: dial %s %s: not an IPv4 address", network, address)
+		}
+	case kind + "6":
+		if !ip.Is6() {
+			return netip.AddrPort{}, fmt.Errorf("stack: dial %s %s: not an IPv6 address", network, address)
+		}
+	default:
+		return netip.AddrPort{}, fmt.Errorf("stack: dial %s %s: network must be %s, %s4 or %s6", network, address, kind, kind, kind)
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+// ListenUDP returns a UDP socket of the userspace stack bound to addr, to
+// receive datagrams from anyone and answer them.
+func (s *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
+	full, proto := fullAddress(addr)
+	pc, err := gonet.DialUDP(s.ns, &full, nil, proto)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen on udp %s: %w", addr, err)
+	}
+	return &packetConn{UDPConn: pc, stack: s}, nil
+}
+
+// DialUDP returns a UDP socket of the userspace stack connected to address
+// ("ip:port"). network is "udp", "udp4" or "udp6".
+func (s *Stack) DialUDP(network, address string) (net.Conn, error) {
+	target, err := parseDialAddress("udp", network, address)
+	if err != nil {
+		return nil, err
+	}
+	full, proto := fullAddress(target)
+	c, err := gonet.DialUDP(s.ns, nil, &full, proto)
+	if err != nil {
+		return nil, fmt.Errorf("stack: dial udp %s: %w", address, err)
+	}
+	return c, nil
 }
 
 func fullAddress(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
@@ -283,30 +358,89 @@ func fullAddress(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNum
 	return full, proto
 }
 
-// listener adapts gonet's listener to the net.Listener contract: once it (or
-// its stack) is closed, Accept returns an error matching net.ErrClosed, where
-// gonet returns netstack's "endpoint is in invalid state".
+// listener is a net.Listener on a netstack TCP endpoint. It is gonet's
+// TCPListener with two differences: once it (or its stack) is closed, Accept
+// returns an error matching net.ErrClosed (gonet returns netstack's "endpoint
+// is in invalid state"), and every accepted connection gets the knobs
+// netstack does not pass on from the listener (keepalive).
 type listener struct {
-	*gonet.TCPListener
-	stack  *Stack
-	closed atomic.Bool
+	stack     *Stack
+	ep        tcpip.Endpoint
+	wq        *waiter.Queue
+	addr      net.Addr
+	cancel    chan struct{}
+	closeOnce sync.Once
 }
 
 // Accept implements net.Listener.Accept.
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.Accept()
-	if err != nil && (l.closed.Load() || l.stack.closing.Load()) {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}
+	n, wq, tcpipErr := l.ep.Accept(nil)
+	if _, ok := tcpipErr.(*tcpip.ErrWouldBlock); ok {
+		entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents)
+		l.wq.EventRegister(&entry)
+		defer l.wq.EventUnregister(&entry)
+		for {
+			n, wq, tcpipErr = l.ep.Accept(nil)
+			if _, ok := tcpipErr.(*tcpip.ErrWouldBlock); !ok {
+				break
+			}
+			select {
+			case <-l.cancel:
+				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: net.ErrClosed}
+			case <-notify:
+			}
+		}
 	}
-	return c, err
+	if tcpipErr != nil {
+		if l.closed() {
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: net.ErrClosed}
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: errors.New(tcpipErr.String())}
+	}
+	l.stack.applyToEndpoint(n)
+	return gonet.NewTCPConn(wq, n), nil
+}
+
+func (l *listener) closed() bool {
+	select {
+	case <-l.cancel:
+		return true
+	default:
+		return l.stack.closing.Load()
+	}
 }
 
 // Close implements net.Listener.Close: any blocked Accept is unblocked and
 // returns net.ErrClosed.
 func (l *listener) Close() error {
-	if l.closed.Swap(true) {
-		return nil
+	l.closeOnce.Do(func() {
+		close(l.cancel)
+		l.ep.Close()
+	})
+	return nil
+}
+
+// Addr implements net.Listener.Addr.
+func (l *listener) Addr() net.Addr { return l.addr }
+
+// packetConn is gonet's UDPConn whose reads after Close match net.ErrClosed.
+type packetConn struct {
+	*gonet.UDPConn
+	stack  *Stack
+	closed atomic.Bool
+}
+
+// ReadFrom implements net.PacketConn.ReadFrom.
+func (c *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := c.UDPConn.ReadFrom(b)
+	if err != nil && (c.closed.Load() || c.stack.closing.Load()) {
+		return n, addr, &net.OpError{Op: "read", Net: "udp", Addr: c.LocalAddr(), Err: net.ErrClosed}
 	}
-	l.TCPListener.Shutdown() // wakes a blocked Accept
-	return l.TCPListener.Close()
+	return n, addr, err
+}
+
+// Close implements net.PacketConn.Close.
+func (c *packetConn) Close() error {
+	c.closed.Store(true)
+	return c.UDPConn.Close()
 }

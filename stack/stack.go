@@ -126,7 +126,7 @@ func (c Config) validate() error {
 		}
 		seen[p.Addr()] = true
 	}
-	return c.TCP.validate(c.MTU)
+	return c.TCP.Validate(c.MTU)
 }
 
 func (s *Stack) configure(tcpCfg TCPConfig) error {

@@ -75,8 +75,8 @@ func (r BufRange) or(def BufRange) BufRange {
 	return r
 }
 
-// validate checks the knobs against the link MTU.
-func (c TCPConfig) validate(mtu int) error {
+// Validate checks the knobs against the link MTU.
+func (c TCPConfig) Validate(mtu int) error {
 	c = c.withDefaults()
 	if c.CC != Reno && c.CC != Cubic {
 		return fmt.Errorf("stack: congestion control %q: want %s or %s", c.CC, Reno, Cubic)

@@ -176,6 +176,13 @@ func parse(fs *flagSet, env *Env, args []string) ([]string, error) {
 	}
 }
 
+// isSet tells whether the flag name was given on the command line.
+func (fs *flagSet) isSet(name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // takesValue tells whether arg is a flag that takes the next argument as its
 // value: a known flag, not boolean, without "=value".
 func (fs *flagSet) takesValue(arg string) bool {

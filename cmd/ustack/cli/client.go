@@ -30,6 +30,13 @@ ustack up's stack when the kernel forwards between the two interfaces
 
 HOST is an IP address: the userspace stack has no resolver.`
 
+// userspaceOnly are the client's flags that mean nothing with --kernel.
+var userspaceOnly = []string{
+	"trace", "trace-filter", "pcap", "pcap-max-bytes", "tcp-probe", "metrics", "control",
+	"cc", "sack", "rack", "nagle", "mss", "tcp-rcvbuf", "tcp-sndbuf", "moderate-rcvbuf", "keepalive",
+	"via-name", "via-addr", "via-stack-addr", "via-mtu", "via-no-ipv6",
+}
+
 // clientViaAddrs are the host-side addresses of the client's own TUN: the next
 // /24 of the benchmarking range after ustack up's, and the next /64.
 var clientViaAddrs = []netip.Prefix{
@@ -44,6 +51,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		via     = linkFlags{prefix: "via-"}
 		logs    logFlags
 		obsf    observeFlags
+		tcpf    tcpFlags
 		kernel  bool
 		timeout time.Duration
 	)
@@ -52,6 +60,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	via.register(fs, "ustack1", clientViaAddrs)
 	logs.register(fs)
 	obsf.register(fs)
+	tcpf.register(fs)
 	rest, err := parse(fs, env, args)
 	if err != nil {
 		return err
@@ -80,8 +89,10 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	opts := app.ClientOptions{Out: env.Stdout, ReplyTimeout: timeout}
 
 	if kernel {
-		if obsf != (observeFlags{}) {
-			return usageErrorf("--trace, --pcap, --tcp-probe, --metrics and --control watch the userspace stack: they do not work with --kernel")
+		for _, name := range userspaceOnly {
+			if fs.isSet(name) {
+				return usageErrorf("--%s is about the userspace stack: it does not work with --kernel", name)
+			}
 		}
 		d := net.Dialer{Timeout: timeout}
 		conn, err := d.DialContext(ctx, "tcp", target.String())
@@ -103,6 +114,9 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("%s is an IPv%d address but the client's stack has none of that family: give a --via-addr of it", target.Addr(), family(target.Addr()))
 	}
 	if err := obsf.check(plan.iface.Name); err != nil {
+		return err
+	}
+	if plan.stack.TCP, err = tcpf.config(plan.stack.MTU); err != nil {
 		return err
 	}
 	opts.Out = obsf.textOut(env)

@@ -32,12 +32,14 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		logs logFlags
 		srvf serverFlags
 		obsf observeFlags
+		tcpf tcpFlags
 		port int
 	)
 	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
 	logs.register(fs)
 	srvf.register(fs)
 	obsf.register(fs)
+	tcpf.register(fs)
 	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
@@ -47,6 +49,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	}
 	plan, err := link.plan()
 	if err != nil {
+		return err
+	}
+	if plan.stack.TCP, err = tcpf.config(plan.stack.MTU); err != nil {
 		return err
 	}
 	opts, err := srvf.options(logs, env)

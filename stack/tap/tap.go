@@ -45,6 +45,12 @@ type Packet struct {
 	Data []byte
 	// Len is the packet's length on the wire, len(Data) or more.
 	Len int
+	// Drop says why the packet never crossed, when fault injection dropped
+	// it ("loss", "queue full"); "" for a packet that crossed.
+	Drop string
+	// Note says what fault injection did to a packet that crossed:
+	// "corrupted", "duplicate", "delayed 20ms", "reordered"…
+	Note string
 }
 
 // Bus delivers events of type E to its subscribers. The zero value is
@@ -150,9 +156,15 @@ func (s *Sub[E]) Close() {
 // need and publishes it. data may be reused by the caller as soon as it
 // returns. Call it only when b.Active().
 func PublishPacket(b *Bus[Packet], now time.Time, dir Dir, data []byte) {
+	PublishFaulted(b, now, dir, data, "", "")
+}
+
+// PublishFaulted is PublishPacket for a packet fault injection dropped (drop
+// says why) or changed (note says how).
+func PublishFaulted(b *Bus[Packet], now time.Time, dir Dir, data []byte, drop, note string) {
 	n := len(data)
 	if snap := b.snapLen(); snap > 0 {
 		n = min(n, snap)
 	}
-	b.Publish(Packet{Time: now, Dir: dir, Data: append([]byte(nil), data[:n]...), Len: len(data)})
+	b.Publish(Packet{Time: now, Dir: dir, Data: append([]byte(nil), data[:n]...), Len: len(data), Drop: drop, Note: note})
 }

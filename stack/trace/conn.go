@@ -312,7 +312,7 @@ func (t *Tracer) trackTCP(d *Decoded) {
 		c.fins++
 		snd.fin, snd.finEnd, snd.finOrder = true, end, c.fins
 	}
-	if ack && !rst {
+	if ack && !rst && !d.lostIn {
 		if !snd.ackedKnown || seqAfter(ackn, snd.acked) {
 			snd.acked, snd.ackedKnown = ackn, true
 		}
@@ -323,10 +323,12 @@ func (t *Tracer) trackTCP(d *Decoded) {
 	}
 
 	prev := c.state
-	c.advance(s, syn, ack, fin, rst, ackn)
+	if !d.lostIn {
+		c.advance(s, syn, ack, fin, rst, ackn)
+	}
 	d.State = stateNames[c.state]
 	opensOrCloses := syn || fin || rst || hs3 || finAckedNow
-	d.ShowState = c.state != stListen && c.state != stUnknown && (c.state != prev || opensOrCloses)
+	d.ShowState = c.state != stListen && c.state != stUnknown && (c.state != prev || opensOrCloses) && !d.lostIn
 
 	if !c.closed && (rst || (c.f[stackSide].finAcked && c.f[peerSide].finAcked)) {
 		c.closed, c.closedAt = true, d.Time

@@ -21,6 +21,12 @@ const (
 // decode fills d from p, and for a TCP segment updates the connection state.
 func (t *Tracer) decode(p tap.Packet, d *Decoded) {
 	d.Dir, d.Time = p.Dir, p.Time
+	d.FaultDrop, d.FaultNote = p.Drop, p.Note
+	// A packet fault injection dropped on the way in was sent by the
+	// kernel (its resend is a retransmission) but never received by the
+	// stack: it changes the stack's state in nothing. One dropped on the
+	// way out was sent by the stack, whose state it changed.
+	d.lostIn = p.Drop != "" && p.Dir == tap.In
 	if !p.Time.IsZero() {
 		if t.first.IsZero() {
 			t.first = p.Time

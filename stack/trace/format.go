@@ -54,6 +54,14 @@ func (d *Decoded) appendLine(b []byte) []byte {
 		b = append(b, " state "...)
 		b = append(b, d.State...)
 	}
+	switch {
+	case d.FaultDrop != "":
+		b = append(b, "   ✗ dropped by fault injection: "...)
+		b = append(b, d.FaultDrop...)
+	case d.FaultNote != "":
+		b = append(b, "   ⚡ fault injection: "...)
+		b = append(b, d.FaultNote...)
+	}
 	return b
 }
 

@@ -154,6 +154,12 @@ type Decoded struct {
 	// segment opens or closes the connection (and the state is not LISTEN).
 	ShowState bool
 
+	// Fault injection: FaultDrop says why the packet never crossed the link
+	// ("loss", "queue full"), FaultNote what was done to one that did
+	// ("corrupted", "delayed 20ms", "duplicate", "reordered").
+	FaultDrop, FaultNote string
+	lostIn               bool // FaultDrop on the way in: the stack never got it
+
 	stopped layer // the layer Malformed or Cut is about
 	drop    bool  // a checksum is bad: the receiver drops it, it changes no state
 	hdr     bool  // the transport's fixed header was decoded

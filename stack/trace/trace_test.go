@@ -678,3 +678,26 @@ func TestOptionList(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultInjectionMarks: packets fault injection dropped are shown as such;
+// one lost on the way in never reached the stack and changes its state in
+// nothing, but its resend is a retransmission.
+func TestFaultInjectionMarks(t *testing.T) {
+	c, tr := newConv(netip.AddrPortFrom(stack4, 5000), netip.AddrPortFrom(peer4, 43512)), New(Options{})
+	lost := func(p tap.Packet, why string) tap.Packet { p.Drop = why; return p }
+	noted := func(p tap.Packet, note string) tap.Packet { p.Note = note; return p }
+	runSteps(t, tr, []step{
+		{c.in(syn, ci, 0, 64240, nil, ""),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 SYN seq 0 win 64240   [handshake 1/3: Client → SYN → Server]"},
+		{c.out(syn|ack, si, ci+1, 65535, nil, ""),
+			"← out  IPv4 198.18.0.2 → 198.18.0.1 ttl 64 len 40 | TCP 5000 → 43512 SYN-ACK seq 0 ack 1 win 65535   [handshake 2/3: Server → SYN-ACK → Client] state SYN-RCVD"},
+		{c.in(ack, ci+1, si+1, 502, nil, ""),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 ACK ack 1 win 502   [handshake 3/3: Client → ACK → Server] state ESTABLISHED"},
+		{lost(c.in(fin|ack, ci+1, si+1, 502, nil, ""), "loss"),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 FIN-ACK seq 1 ack 1 win 502   [teardown 1/2: Client → FIN → Server]   ✗ dropped by fault injection: loss"},
+		{c.in(fin|ack, ci+1, si+1, 502, nil, ""),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 FIN-ACK seq 1 ack 1 win 502   [teardown 1/2: Client → FIN → Server, retransmission] state CLOSE-WAIT"},
+		{noted(c.out(ack, si+1, ci+2, 65535, nil, ""), "delayed 20ms"),
+			"← out  IPv4 198.18.0.2 → 198.18.0.1 ttl 64 len 40 | TCP 5000 → 43512 ACK ack 2 win 65535   [teardown: FIN acknowledged] state CLOSE-WAIT   ⚡ fault injection: delayed 20ms"},
+	})
+}

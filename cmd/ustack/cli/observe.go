@@ -215,7 +215,12 @@ func (obs *observers) attach(st *stack.Stack) {
 		}, w.Flush)
 	}
 	if obs.pcap != nil {
-		run(obs, "pcap", packets.Subscribe(pcapQueue, 0), obs.pcap.write, obs.pcap.flush)
+		run(obs, "pcap", packets.Subscribe(pcapQueue, 0), func(p tap.Packet) error {
+			if p.Drop != "" {
+				return nil // fault injection dropped it: it never crossed
+			}
+			return obs.pcap.write(p)
+		}, obs.pcap.flush)
 	}
 	if obs.probe != nil {
 		rec := newProbeRecorder(probe.NewWriter(obs.probe))

@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ustack/ustack/stack/fault"
 	"github.com/ustack/ustack/stack/tap"
 )
 
@@ -84,9 +85,16 @@ type Endpoint struct {
 
 	writeMu   sync.Mutex
 	txBufs    [][]byte // guarded by writeMu: one reusable buffer per batch slot
+	txSizes   []int    // guarded by writeMu: the packet's length in each slot
 	txBatch   [][]byte // guarded by writeMu: the batch handed to dev.Write
 	stats     EndpointStats
 	packets   tap.Bus[tap.Packet] // every packet that crossed the device, for the taps
+
+	// Fault injection, when asked for: faults is nil until then, and the
+	// data path pays one atomic load a batch for it.
+	faults  atomic.Pointer[fault.Injector]
+	faultMu sync.Mutex // serializes SetFaults and closeFaults
+	inMu    sync.Mutex // inbound deliveries while faults apply to them
 	closeOnce sync.Once
 	devOnce   sync.Once
 }
@@ -126,6 +134,7 @@ func NewEndpoint(dev tun.Device, mtu int) (*Endpoint, error) {
 		batch:      batch,
 		readerDone: make(chan struct{}),
 		txBufs:     make([][]byte, batch),
+		txSizes:    make([]int, batch),
 		txBatch:    make([][]byte, 0, batch),
 	}
 	e.mtu.Store(uint32(mtu))
@@ -134,6 +143,74 @@ func NewEndpoint(dev tun.Device, mtu int) (*Endpoint, error) {
 
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() *EndpointStats { return &e.stats }
+
+// SetFaults sets the faults injected on the link, on a running stack too. A
+// config without any fault makes packets pass untouched again.
+func (e *Endpoint) SetFaults(cfg fault.Config) error {
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	if j := e.faults.Load(); j != nil {
+		return j.SetConfig(cfg)
+	}
+	if !cfg.Active() {
+		return cfg.Validate()
+	}
+	if e.stopping.Load() {
+		return fault.ErrClosed
+	}
+	j, err := fault.New(cfg, e.release)
+	if err != nil {
+		return err
+	}
+	e.faults.Store(j)
+	return nil
+}
+
+// Faults returns the fault injector, or nil when no fault was ever set.
+func (e *Endpoint) Faults() *fault.Injector { return e.faults.Load() }
+
+// closeFaults stops the injector's goroutine; packets it still held are
+// dropped (and counted). Packets after that pass untouched.
+func (e *Endpoint) closeFaults() {
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	if j := e.faults.Load(); j != nil {
+		j.Close()
+	}
+}
+
+// release is the injector's delivery of packets it held back (delay, jitter,
+// reordering, rate): inbound ones go to netstack, outbound ones to the
+// device. It runs on the injector's goroutine.
+func (e *Endpoint) release(d fault.Dir, pkts []fault.Released) {
+	switch d {
+	case fault.In:
+		e.inMu.Lock()
+		defer e.inMu.Unlock()
+		r := e.newReceiver()
+		for _, p := range pkts {
+			r.receive(p.Data, p.Note)
+		}
+		r.count()
+	case fault.Out:
+		e.writeMu.Lock()
+		defer e.writeMu.Unlock()
+		tapped := e.packets.Active()
+		now := time.Now()
+		w := e.txWriter()
+		for _, p := range pkts {
+			copy(w.next(len(p.Data)), p.Data)
+			if tapped {
+				tap.PublishFaulted(&e.packets, now, tap.Out, p.Data, "", p.Note)
+			}
+			w.add()
+			if w.flushIfFull() != nil {
+				return
+			}
+		}
+		w.flush()
+	}
+}
 
 // Packets returns the bus on which the endpoint publishes every packet it
 // reads from or writes to the device, as it crossed the device. With nobody
@@ -263,6 +340,7 @@ type readDeadliner interface {
 func (e *Endpoint) Close() {
 	e.closeOnce.Do(func() {
 		e.StopReading()
+		e.closeFaults()
 		e.closeDevice()
 		e.mu.Lock()
 		f := e.onClose
@@ -368,111 +446,235 @@ func deviceGone(dev tun.Device) bool {
 // into the packet buffer netstack owns, so the read buffers can be reused at
 // once.
 func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
-	ref := e.dispatcher.Load()
-	tapped := e.packets.Active()
-	var now time.Time
-	if tapped {
-		now = time.Now()
-	}
-	var delivered, bytes, dropped uint64
-	var v4, v4Bytes uint64
-	for i, buf := range bufs {
-		pkt := buf[DeviceOffset : DeviceOffset+sizes[i]]
-		if tapped {
-			tap.PublishPacket(&e.packets, now, tap.In, pkt)
+	r := e.newReceiver()
+	if j := e.faults.Load(); j != nil && j.Applies(fault.In) {
+		// Decide and deliver under one lock, which the injector's own
+		// deliveries take too: a packet held back for reordering then
+		// reaches netstack after the ones that overtook it, not beside
+		// them.
+		e.inMu.Lock()
+		defer e.inMu.Unlock()
+		for i, buf := range bufs {
+			pkt := buf[DeviceOffset : DeviceOffset+sizes[i]]
+			v := j.Decide(fault.In, pkt)
+			switch {
+			case v.Drop != "":
+				if r.tapped {
+					tap.PublishFaulted(&e.packets, r.now, tap.In, pkt, v.Drop, "")
+				}
+			case v.Held:
+				// The injector delivers it when its time comes.
+			default:
+				r.receive(pkt, v.Note)
+				if v.Dup {
+					r.receive(pkt, "duplicate")
+				}
+			}
 		}
-		// A TUN in IFF_NO_PI mode gives no protocol field: the IP version
-		// is the first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
-		var proto tcpip.NetworkProtocolNumber
-		switch header.IPVersion(pkt) {
-		case header.IPv4Version:
-			proto = header.IPv4ProtocolNumber
-		case header.IPv6Version:
-			proto = header.IPv6ProtocolNumber
-		default:
-			dropped++
-			continue
-		}
-		if ref == nil {
-			dropped++
-			continue
-		}
-		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-		ref.d.DeliverNetworkPacket(proto, pb)
-		pb.DecRef()
-		delivered++
-		bytes += uint64(len(pkt))
-		if proto == header.IPv4ProtocolNumber {
-			v4++
-			v4Bytes += uint64(len(pkt))
+	} else {
+		for i, buf := range bufs {
+			r.receive(buf[DeviceOffset:DeviceOffset+sizes[i]], "")
 		}
 	}
-	e.stats.RxPackets.Add(delivered)
-	e.stats.RxBytes.Add(bytes)
-	e.stats.RxIPv4Packets.Add(v4)
-	e.stats.RxIPv4Bytes.Add(v4Bytes)
-	e.stats.RxIPv6Packets.Add(delivered - v4)
-	e.stats.RxIPv6Bytes.Add(bytes - v4Bytes)
-	if dropped > 0 {
-		e.stats.RxDropped.Add(dropped)
+	r.count()
+}
+
+// receiver hands packets read from the device to netstack, and counts them.
+type receiver struct {
+	e                        *Endpoint
+	ref                      *dispatcherRef
+	tapped                   bool
+	now                      time.Time
+	delivered, bytes, v4     uint64
+	v4Bytes, dropped, faulty uint64
+}
+
+func (e *Endpoint) newReceiver() receiver {
+	r := receiver{e: e, ref: e.dispatcher.Load(), tapped: e.packets.Active()}
+	if r.tapped {
+		r.now = time.Now()
+	}
+	return r
+}
+
+// receive hands one packet to netstack, copying it once, into the packet
+// buffer netstack owns, so the caller can reuse pkt at once. note is what
+// fault injection did to it.
+func (r *receiver) receive(pkt []byte, note string) {
+	if r.tapped {
+		tap.PublishFaulted(&r.e.packets, r.now, tap.In, pkt, "", note)
+	}
+	// A TUN in IFF_NO_PI mode gives no protocol field: the IP version is
+	// the first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		r.dropped++
+		return
+	}
+	if r.ref == nil {
+		r.dropped++
+		return
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	r.ref.d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+	r.delivered++
+	r.bytes += uint64(len(pkt))
+	if proto == header.IPv4ProtocolNumber {
+		r.v4++
+		r.v4Bytes += uint64(len(pkt))
+	}
+}
+
+// count adds what the receiver handled to the endpoint's counters.
+func (r *receiver) count() {
+	st := &r.e.stats
+	st.RxPackets.Add(r.delivered)
+	st.RxBytes.Add(r.bytes)
+	st.RxIPv4Packets.Add(r.v4)
+	st.RxIPv4Bytes.Add(r.v4Bytes)
+	st.RxIPv6Packets.Add(r.delivered - r.v4)
+	st.RxIPv6Bytes.Add(r.bytes - r.v4Bytes)
+	if r.dropped > 0 {
+		st.RxDropped.Add(r.dropped)
 	}
 }
 
 // WritePackets implements stack.LinkEndpoint.WritePackets. It copies each
 // packet into a reused buffer behind DeviceOffset bytes of headroom and writes
-// them to the device in batches of at most BatchSize.
+// them to the device in batches of at most BatchSize. With fault injection on
+// the way out, each packet may be dropped, held back (written later by the
+// injector), changed or duplicated first.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	all := pkts.AsSlice()
-	written := 0
 	tapped := e.packets.Active()
 	var now time.Time
 	if tapped {
 		now = time.Now()
 	}
-	for len(all) > 0 {
-		n := min(len(all), e.batch)
-		batch := e.txBatch[:0]
-		var bytes, v4, v4Bytes uint64
-		for i, pkt := range all[:n] {
-			size := pkt.Size()
-			if e.txBufs[i] == nil || cap(e.txBufs[i]) < DeviceOffset+size {
-				e.txBufs[i] = make([]byte, 0, max(maxTxBuffer, DeviceOffset+size))
-			}
-			buf := e.txBufs[i][:DeviceOffset+size]
-			copyPacket(buf[DeviceOffset:], pkt)
-			if tapped {
-				tap.PublishPacket(&e.packets, now, tap.Out, buf[DeviceOffset:])
-			}
-			batch = append(batch, buf)
-			bytes += uint64(size)
-			if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
-				v4++
-				v4Bytes += uint64(size)
-			}
-		}
-		if _, err := e.dev.Write(batch, DeviceOffset); err != nil {
-			e.stats.TxErrors.Add(1)
-			if errors.Is(err, os.ErrClosed) {
-				return written, &tcpip.ErrClosedForSend{}
-			}
-			// The kernel refused part of the batch (the interface is down, a
-			// packet was malformed): like a wire that lost them. TCP
-			// retransmits; reporting an error here would only make netstack
-			// drop the rest of its list too.
-		} else {
-			e.stats.TxPackets.Add(uint64(n))
-			e.stats.TxBytes.Add(bytes)
-			e.stats.TxIPv4Packets.Add(v4)
-			e.stats.TxIPv4Bytes.Add(v4Bytes)
-			e.stats.TxIPv6Packets.Add(uint64(n) - v4)
-			e.stats.TxIPv6Bytes.Add(bytes - v4Bytes)
-		}
-		written += n
-		all = all[n:]
+	var inj *fault.Injector
+	if j := e.faults.Load(); j != nil && j.Applies(fault.Out) {
+		inj = j
 	}
-	return written, nil
+	w := e.txWriter()
+	for _, pkt := range all {
+		size := pkt.Size()
+		buf := w.next(size)
+		copyPacket(buf, pkt)
+		if inj == nil {
+			if tapped {
+				tap.PublishPacket(&e.packets, now, tap.Out, buf)
+			}
+			w.add()
+		} else {
+			v := inj.Decide(fault.Out, buf)
+			switch {
+			case v.Drop != "":
+				if tapped {
+					tap.PublishFaulted(&e.packets, now, tap.Out, buf, v.Drop, "")
+				}
+				continue
+			case v.Held:
+				continue // the injector writes it when its time comes
+			}
+			if tapped {
+				tap.PublishFaulted(&e.packets, now, tap.Out, buf, "", v.Note)
+			}
+			w.add()
+			if v.Dup {
+				dup := w.next(size)
+				copy(dup, buf)
+				if tapped {
+					tap.PublishFaulted(&e.packets, now, tap.Out, dup, "", "duplicate")
+				}
+				w.add()
+			}
+		}
+		if err := w.flushIfFull(); err != nil {
+			return len(all), &tcpip.ErrClosedForSend{}
+		}
+	}
+	if err := w.flush(); err != nil {
+		return len(all), &tcpip.ErrClosedForSend{}
+	}
+	return len(all), nil
+}
+
+// txWriter fills the endpoint's transmit buffers and writes them to the
+// device a batch at a time. Hold writeMu while using it.
+type txWriter struct {
+	e     *Endpoint
+	batch [][]byte
+}
+
+func (e *Endpoint) txWriter() txWriter { return txWriter{e: e, batch: e.txBatch[:0]} }
+
+// next returns the next free transmit buffer, size bytes long behind the
+// device's headroom. It joins the batch only through add.
+func (w *txWriter) next(size int) []byte {
+	e, i := w.e, len(w.batch)
+	if e.txBufs[i] == nil || cap(e.txBufs[i]) < DeviceOffset+size {
+		e.txBufs[i] = make([]byte, 0, max(maxTxBuffer, DeviceOffset+size))
+	}
+	e.txSizes[i] = size
+	return e.txBufs[i][DeviceOffset : DeviceOffset+size]
+}
+
+// add puts the buffer next returned into the batch.
+func (w *txWriter) add() {
+	i := len(w.batch)
+	w.batch = append(w.batch, w.e.txBufs[i][:DeviceOffset+w.e.txSizes[i]])
+}
+
+func (w *txWriter) flushIfFull() error {
+	if len(w.batch) < w.e.batch {
+		return nil
+	}
+	return w.flush()
+}
+
+// flush writes the batch. Only a closed device is an error: the kernel
+// refusing part of a batch (the interface is down, a packet was malformed) is
+// like a wire that lost them, and TCP retransmits; reporting it would only
+// make netstack drop the rest of its list too.
+func (w *txWriter) flush() error {
+	if len(w.batch) == 0 {
+		return nil
+	}
+	e := w.e
+	n := len(w.batch)
+	_, err := e.dev.Write(w.batch, DeviceOffset)
+	w.batch = w.batch[:0]
+	if err != nil {
+		e.stats.TxErrors.Add(1)
+		if errors.Is(err, os.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	var bytes, v4, v4Bytes uint64
+	for i := range n {
+		pkt := e.txBufs[i][DeviceOffset : DeviceOffset+e.txSizes[i]]
+		bytes += uint64(len(pkt))
+		if header.IPVersion(pkt) == header.IPv4Version {
+			v4++
+			v4Bytes += uint64(len(pkt))
+		}
+	}
+	e.stats.TxPackets.Add(uint64(n))
+	e.stats.TxBytes.Add(bytes)
+	e.stats.TxIPv4Packets.Add(v4)
+	e.stats.TxIPv4Bytes.Add(v4Bytes)
+	e.stats.TxIPv6Packets.Add(uint64(n) - v4)
+	e.stats.TxIPv6Bytes.Add(bytes - v4Bytes)
+	return nil
 }
 
 // copyPacket copies the whole packet, headers and payload, into dst without

@@ -37,6 +37,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/ustack/ustack/stack/fault"
 	"github.com/ustack/ustack/stack/tap"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	TCPProbe bool
 	// TCP is the TCP knobs; the zero value is the defaults.
 	TCP TCPConfig
+	// Faults is the fault injection on the link at start; Link().SetFaults
+	// changes it later.
+	Faults fault.Config
 }
 
 // Stack is a running netstack attached to a TUN device.
@@ -85,6 +89,10 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 	if err != nil {
 		dev.Close()
 		return nil, err
+	}
+	if err := ep.SetFaults(cfg.Faults); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("stack: faults: %w", err)
 	}
 	s := &Stack{ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
 	tcpProto := tcp.NewProtocol
@@ -216,6 +224,9 @@ func (s *Stack) Close() error {
 	s.once.Do(func() {
 		s.closing.Store(true)
 		s.ep.StopReading()
+		// No more held-back packets: the injector's goroutine must not
+		// deliver into a stack being torn down.
+		s.ep.closeFaults()
 		s.ns.Close()
 		// Wait removes the NIC, which closes the link endpoint and the
 		// device (Endpoint.Close), then waits for the read loop.

@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/ustack/ustack/stack/fault"
 )
 
 // Snapshot is what a running stack has counted, layer by layer, and its TCP
@@ -28,6 +30,16 @@ type Snapshot struct {
 	Drops []Drop        `json:"drops"` // every reason a packet was dropped, with its count (zeros left out)
 	Conns []ConnInfo    `json:"connections"`
 	Taps  []TapCounters `json:"taps,omitempty"` // filled in by whoever runs the taps
+	// Faults is the fault injection on the link: what is set and what it
+	// did; nil when no fault was ever set.
+	Faults *FaultCounters `json:"faults,omitempty"`
+}
+
+// FaultCounters is the fault injection's settings and counters.
+type FaultCounters struct {
+	Settings string       `json:"settings"` // "loss 5% · delay 20ms ±5ms · both directions · seed 42", or "no faults"
+	Config   fault.Config `json:"config"`
+	Stats    fault.Stats  `json:"stats"`
 }
 
 // LinkCounters is the link layer: packets and bytes that crossed the TUN
@@ -211,6 +223,15 @@ func (s *Stack) Snapshot() *Snapshot {
 	d = appendDrop(d, "udp", "malformed", snap.UDP.Malformed)
 	d = appendDrop(d, "udp", "receive buffer full", snap.UDP.BufferErrors)
 	snap.Drops = d
+	if j := s.ep.Faults(); j != nil {
+		cfg := j.Config()
+		snap.Faults = &FaultCounters{Settings: cfg.String(), Config: cfg, Stats: j.Stats()}
+		fs := snap.Faults.Stats
+		snap.Drops = appendDrop(snap.Drops, "fault", "lost on the way in (--loss)", fs.In.Lost)
+		snap.Drops = appendDrop(snap.Drops, "fault", "lost on the way out (--loss)", fs.Out.Lost)
+		snap.Drops = appendDrop(snap.Drops, "fault", "rate limiter queue full, in (--rate)", fs.In.RateDropped)
+		snap.Drops = appendDrop(snap.Drops, "fault", "rate limiter queue full, out (--rate)", fs.Out.RateDropped)
+	}
 	snap.Conns = s.conns()
 	s.forgetClosed(snap.Conns)
 	return snap

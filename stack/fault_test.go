@@ -1,0 +1,90 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ustack/ustack/stack/fault"
+)
+
+// TestTCPRecoversFromFaults sends 2 MiB each way between two stacks over a
+// link that loses, corrupts, duplicates and reorders packets both ways: TCP
+// delivers every byte in order, and had to retransmit to do it.
+func TestTCPRecoversFromFaults(t *testing.T) {
+	da, db := newPipe(8, 1500)
+	a, err := New(da, Config{Addrs: []netip.Prefix{v4A}, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	faults := fault.Config{Loss: 0.05, Corrupt: 0.01, Duplicate: 0.01, Reorder: 0.01, Delay: time.Millisecond, Seed: 7}
+	b, err := New(db, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: faults})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	payload := randomBytes(11, 2<<20)
+	go c.Write(payload)
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("after %d bytes: %v", len(got), err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) || !bytes.Equal(got, payload) {
+		t.Fatal("the echo differs from what was sent")
+	}
+	snap := b.Snapshot()
+	fs := snap.Faults
+	if fs == nil || fs.Stats.In.Lost == 0 || fs.Stats.Out.Lost == 0 || fs.Stats.In.Corrupted == 0 || fs.Stats.Out.Duplicated == 0 || fs.Stats.In.Delayed == 0 {
+		t.Errorf("fault counters %+v", fs)
+	}
+	if snap.TCP.Retransmits == 0 || a.Snapshot().TCP.Retransmits == 0 {
+		t.Errorf("no retransmissions on one side: b %d, a %d", snap.TCP.Retransmits, a.Snapshot().TCP.Retransmits)
+	}
+	if snap.TCP.ChecksumErrors == 0 && a.Snapshot().TCP.ChecksumErrors == 0 {
+		t.Error("corrupted segments were not caught by a TCP checksum")
+	}
+	// Faults off on the running stack: the counters stop moving.
+	if err := b.Link().SetFaults(fault.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	before := b.Link().Faults().Stats()
+	c.Write([]byte("no more faults\n"))
+	io.ReadFull(c, make([]byte, 15))
+	if after := b.Link().Faults().Stats(); after.In.Lost != before.In.Lost || after.Out.Lost != before.Out.Lost {
+		t.Errorf("faults off, yet packets were lost: %+v → %+v", before, after)
+	}
+}
+
+func TestBadFaultsAreRefused(t *testing.T) {
+	da, _ := newPipe(8, 1500)
+	_, err := New(da, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: fault.Config{Loss: 1.5}})
+	if err == nil {
+		t.Fatal("a loss of 150% was accepted")
+	}
+}

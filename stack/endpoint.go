@@ -83,18 +83,18 @@ type Endpoint struct {
 	readerDone chan struct{}
 	err        atomic.Pointer[error]
 
-	writeMu   sync.Mutex
-	txBufs    [][]byte // guarded by writeMu: one reusable buffer per batch slot
-	txSizes   []int    // guarded by writeMu: the packet's length in each slot
-	txBatch   [][]byte // guarded by writeMu: the batch handed to dev.Write
-	stats     EndpointStats
-	packets   tap.Bus[tap.Packet] // every packet that crossed the device, for the taps
+	writeMu sync.Mutex
+	txBufs  [][]byte // guarded by writeMu: one reusable buffer per batch slot
+	txSizes []int    // guarded by writeMu: the packet's length in each slot
+	txBatch [][]byte // guarded by writeMu: the batch handed to dev.Write
+	stats   EndpointStats
+	packets tap.Bus[tap.Packet] // every packet that crossed the device, for the taps
 
 	// Fault injection, when asked for: faults is nil until then, and the
 	// data path pays one atomic load a batch for it.
-	faults  atomic.Pointer[fault.Injector]
-	faultMu sync.Mutex // serializes SetFaults and closeFaults
-	inMu    sync.Mutex // inbound deliveries while faults apply to them
+	faults    atomic.Pointer[fault.Injector]
+	faultMu   sync.Mutex // serializes SetFaults and closeFaults
+	inMu      sync.Mutex // inbound deliveries while faults apply to them
 	closeOnce sync.Once
 	devOnce   sync.Once
 }

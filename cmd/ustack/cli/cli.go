@@ -45,6 +45,7 @@ func commands() []command {
 		{"serve", "run the same ACK server on kernel sockets (--kernel)", runServe},
 		{"client", "the article's client, on its own userspace stack or on kernel sockets", runClient},
 		{"stats", "print the counters and connections of a running ustack", runStats},
+		{"set", "change the fault injection of a running ustack (--loss, --delay, ...)", runSet},
 		{"plot", "draw cwnd and ssthresh over time from a --tcp-probe CSV", runPlot},
 		{"version", "print the version", runVersion},
 	}

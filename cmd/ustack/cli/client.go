@@ -34,6 +34,7 @@ HOST is an IP address: the userspace stack has no resolver.`
 var userspaceOnly = []string{
 	"trace", "trace-filter", "pcap", "pcap-max-bytes", "tcp-probe", "metrics", "control",
 	"cc", "sack", "rack", "nagle", "mss", "tcp-rcvbuf", "tcp-sndbuf", "moderate-rcvbuf", "keepalive",
+	"loss", "corrupt", "delay", "jitter", "reorder", "duplicate", "rate", "queue-limit", "fault-dir", "seed",
 	"via-name", "via-addr", "via-stack-addr", "via-mtu", "via-no-ipv6",
 }
 
@@ -52,6 +53,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		logs    logFlags
 		obsf    observeFlags
 		tcpf    tcpFlags
+		ff      faultFlags
 		kernel  bool
 		timeout time.Duration
 	)
@@ -61,6 +63,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	logs.register(fs)
 	obsf.register(fs)
 	tcpf.register(fs)
+	ff.register(fs)
 	rest, err := parse(fs, env, args)
 	if err != nil {
 		return err
@@ -119,6 +122,9 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	if plan.stack.TCP, err = tcpf.config(plan.stack.MTU); err != nil {
 		return err
 	}
+	if plan.stack.Faults, err = ff.config(); err != nil {
+		return err
+	}
 	opts.Out = obsf.textOut(env)
 	ul, err := bringUp("client", plan, &obsf, env, log)
 	if err != nil {
@@ -144,7 +150,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	}()
 	err = interrupted(ctx, err)
 	var summary io.Writer
-	if obsf.trace != traceOff || obsf.pcap != "" || obsf.probe != "" {
+	if obsf.trace != traceOff || obsf.pcap != "" || obsf.probe != "" || plan.stack.Faults.Active() {
 		// Someone is watching the layers: show what they added up to.
 		summary = env.Stderr
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/stack/fault"
 )
 
 // The control socket: a running ustack answers on a unix socket, one JSON
@@ -33,8 +34,9 @@ const (
 
 // controlRequest is one request on the control socket.
 type controlRequest struct {
-	Version int    `json:"v"`
-	Op      string `json:"op"` // "stats"
+	Version int           `json:"v"`
+	Op      string        `json:"op"`               // "stats" or "set"
+	Faults  *fault.Config `json:"faults,omitempty"` // set: the faults to put in force
 }
 
 // controlResponse is the answer to one request.
@@ -43,6 +45,7 @@ type controlResponse struct {
 	OK      bool            `json:"ok"`
 	Error   string          `json:"error,omitempty"`
 	Stats   *stack.Snapshot `json:"stats,omitempty"`
+	Faults  string          `json:"faults,omitempty"` // set: the faults now in force
 }
 
 // runDir is where the control sockets live: $USTACK_RUN_DIR, or /run/ustack.
@@ -58,18 +61,19 @@ func controlPath(name string) string { return filepath.Join(runDir(), name+".soc
 
 // controlServer serves the control protocol for one running stack.
 type controlServer struct {
-	path     string
-	ln       *net.UnixListener
-	snapshot func() (*stack.Snapshot, error)
-	wg       sync.WaitGroup
-	conns    sync.Map // net.Conn → struct{}, closed by close
+	path      string
+	ln        *net.UnixListener
+	snapshot  func() (*stack.Snapshot, error)
+	setFaults func(fault.Config) (string, error)
+	wg        sync.WaitGroup
+	conns     sync.Map // net.Conn → struct{}, closed by close
 }
 
 // listenControl creates the control socket, readable and writable by its
 // owner only (root, who runs ustack up). A socket file left by a ustack that
 // was killed is replaced; one that answers belongs to a running ustack and is
 // an error.
-func listenControl(path string, snapshot func() (*stack.Snapshot, error)) (*controlServer, error) {
+func listenControl(path string, snapshot func() (*stack.Snapshot, error), setFaults func(fault.Config) (string, error)) (*controlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w (pick another with --control PATH, or --control off)", err)
 	}
@@ -91,7 +95,7 @@ func listenControl(path string, snapshot func() (*stack.Snapshot, error)) (*cont
 		return nil, fmt.Errorf("control socket: %w (pick another with --control PATH, or --control off)", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &controlServer{path: path, ln: ln, snapshot: snapshot}, nil
+	return &controlServer{path: path, ln: ln, snapshot: snapshot, setFaults: setFaults}, nil
 }
 
 // serve answers requests until close.
@@ -157,8 +161,19 @@ func (c *controlServer) answer(line []byte) controlResponse {
 			return resp
 		}
 		resp.OK, resp.Stats = true, snap
+	case "set":
+		if req.Faults == nil {
+			resp.Error = "set: no faults given"
+			return resp
+		}
+		now, err := c.setFaults(*req.Faults)
+		if err != nil {
+			resp.Error = err.Error()
+			return resp
+		}
+		resp.OK, resp.Faults = true, now
 	default:
-		resp.Error = fmt.Sprintf("unknown op %q: this ustack knows stats", req.Op)
+		resp.Error = fmt.Sprintf("unknown op %q: this ustack knows stats and set", req.Op)
 	}
 	return resp
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/stack/fault"
 	"github.com/ustack/ustack/stack/probe"
 	"github.com/ustack/ustack/stack/tap"
 	"github.com/ustack/ustack/stack/trace"
@@ -181,7 +182,7 @@ func (o *observeFlags) open(env *Env, log *slog.Logger) (_ *observers, err error
 func (obs *observers) listen() (err error) {
 	o := obs.flags
 	if o.control != "off" {
-		if obs.control, err = listenControl(o.control, obs.snapshot); err != nil {
+		if obs.control, err = listenControl(o.control, obs.snapshot, obs.setFaults); err != nil {
 			return err
 		}
 	}
@@ -303,6 +304,23 @@ func (obs *observers) close() error {
 		errs = append(errs, obs.metrics.close())
 	}
 	return errors.Join(errs...)
+}
+
+// setFaults changes the faults of the running stack.
+func (obs *observers) setFaults(cfg fault.Config) (string, error) {
+	st := obs.stack.Load()
+	if st == nil {
+		return "", errors.New("the stack is not up yet")
+	}
+	if err := st.Link().SetFaults(cfg); err != nil {
+		return "", err
+	}
+	now := "no faults"
+	if j := st.Link().Faults(); j != nil {
+		now = j.Config().String()
+	}
+	obs.log.Info("faults now: " + now)
+	return now, nil
 }
 
 // snapshot is the stack's counters with the taps'.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/stack/fault"
 	"github.com/ustack/ustack/tunif"
 )
 
@@ -133,6 +134,17 @@ func writeSnapshot(w io.Writer, name string, s *stack.Snapshot, conns bool) {
 			label = "taps"
 		}
 		fmt.Fprintf(tw, "%s\t%s: %d events\t%d skipped (fell behind)\n", label, tp.Name, tp.Events, tp.Dropped)
+	}
+	if f := s.Faults; f != nil {
+		fmt.Fprintf(tw, "faults\t%s\t\n", f.Settings)
+		for _, d := range []struct {
+			name string
+			c    fault.DirStats
+		}{{"in", f.Stats.In}, {"out", f.Stats.Out}} {
+			c := d.c
+			fmt.Fprintf(tw, "\t%s: %d packets: %d lost, %d corrupted, %d duplicated, %d reordered, %d delayed\trate: %d queued, %d dropped; %d held now\n",
+				d.name, c.Packets, c.Lost, c.Corrupted, c.Duplicated, c.Reordered, c.Delayed, c.RateQueued, c.RateDropped, c.HeldNow)
+		}
 	}
 	tw.Flush()
 	if !conns {

@@ -33,6 +33,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		srvf serverFlags
 		obsf observeFlags
 		tcpf tcpFlags
+		ff   faultFlags
 		port int
 	)
 	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
@@ -40,6 +41,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	srvf.register(fs)
 	obsf.register(fs)
 	tcpf.register(fs)
+	ff.register(fs)
 	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
@@ -52,6 +54,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if plan.stack.TCP, err = tcpf.config(plan.stack.MTU); err != nil {
+		return err
+	}
+	if plan.stack.Faults, err = ff.config(); err != nil {
 		return err
 	}
 	opts, err := srvf.options(logs, env)
@@ -84,6 +89,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 
 	fmt.Fprintf(out, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
 	first := plan.stack.Addrs[0].Addr()
+	if j := st.Link().Faults(); j != nil {
+		fmt.Fprintf(out, "faults: %s\n", j.Config())
+	}
 	fmt.Fprintf(out, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
 		port, first, port, first)
 

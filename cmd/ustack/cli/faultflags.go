@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ustack/ustack/stack/fault"
+	"github.com/ustack/ustack/tunif"
+)
+
+// percentFlag is a probability flag written as a percentage: 5%, 0.1%.
+type percentFlag struct {
+	name string
+	v    *float64
+}
+
+func (f percentFlag) String() string {
+	if f.v == nil || *f.v == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(*f.v*100, 'g', -1, 64) + "%"
+}
+
+func (f percentFlag) Set(s string) error {
+	p, err := fault.ParsePercent(s)
+	if err != nil {
+		// "--loss 150%" → "loss must be between 0% and 100%".
+		return fmt.Errorf("%s %s", f.name, strings.TrimPrefix(err.Error(), strconv.Quote(s)+": "))
+	}
+	*f.v = p
+	return nil
+}
+
+// rateFlag is a link rate in bits per second: 10mbit, 1gbit.
+type rateFlag struct{ v *uint64 }
+
+func (f rateFlag) String() string {
+	if f.v == nil || *f.v == 0 {
+		return ""
+	}
+	return strconv.FormatUint(*f.v, 10) + "bit"
+}
+
+func (f rateFlag) Set(s string) error {
+	r, err := fault.ParseRate(s)
+	if err != nil {
+		return err
+	}
+	*f.v = r
+	return nil
+}
+
+// dirFlag is --fault-dir.
+type dirFlag struct{ v *fault.Dir }
+
+func (f dirFlag) String() string {
+	if f.v == nil || *f.v == 0 {
+		return "both"
+	}
+	return f.v.String()
+}
+
+func (f dirFlag) Set(s string) error {
+	d, err := fault.ParseDir(s)
+	if err != nil {
+		return err
+	}
+	*f.v = d
+	return nil
+}
+
+// faultFlags are the fault injection flags of up, client and set.
+type faultFlags struct {
+	cfg fault.Config
+}
+
+// faultFlagNames are the flags register adds, for `ustack set` to tell
+// which were given.
+var faultFlagNames = []string{"loss", "corrupt", "delay", "jitter", "reorder", "duplicate", "rate", "queue-limit", "fault-dir", "seed"}
+
+func (f *faultFlags) register(fs *flagSet) {
+	c := &f.cfg
+	fs.Var(percentFlag{"loss", &c.Loss}, "loss", "drop this `PERCENT` of packets, like 5% (IP does not guarantee delivery: watch TCP retransmit)")
+	fs.Var(percentFlag{"corrupt", &c.Corrupt}, "corrupt", "flip one bit in this `PERCENT` of packets, after the checksum was computed: the receiver's checksum check drops them")
+	fs.DurationVar(&c.Delay, "delay", 0, "hold every packet back this `DURATION`, like 20ms (at most 10s)")
+	fs.DurationVar(&c.Jitter, "jitter", 0, "vary the delay by up to ± this `DURATION`; packets may then overtake each other")
+	fs.Var(percentFlag{"reorder", &c.Reorder}, "reorder", "hold this `PERCENT` of packets back until the next two went by (or 5ms)")
+	fs.Var(percentFlag{"duplicate", &c.Duplicate}, "duplicate", "send this `PERCENT` of packets twice")
+	fs.Var(rateFlag{&c.Rate}, "rate", "limit the link to `RATE` bits per second, like 10mbit or 1gbit (a token bucket: packets queue, and are tail-dropped beyond --queue-limit)")
+	fs.IntVar(&c.QueueLimit, "queue-limit", 0, "`PACKETS` that may wait for --rate before it drops (0: 1000, like a Linux txqueuelen)")
+	fs.Var(dirFlag{&c.Dir}, "fault-dir", "which way the faults apply: `in` (kernel → stack), out (stack → kernel) or both")
+	fs.Uint64Var(&c.Seed, "seed", 0, "seed of the fault decisions: the same `N` and the same packets give the same decisions (0: a random one, shown by ustack stats)")
+}
+
+// config returns the faults, checked.
+func (f *faultFlags) config() (fault.Config, error) {
+	if err := f.cfg.Validate(); err != nil {
+		return f.cfg, usageErrorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return f.cfg, nil
+}
+
+const setAbout = `
+Changes the fault injection of a running ustack (up or client) at once, over
+its control socket: only the flags given change, the others keep their values.
+A lab can so turn loss up in the middle of a transfer:
+  sudo ustack set --loss 10%        sudo ustack set --loss 0%        sudo ustack set --clear
+ustack stats shows the faults in force and what they did. The socket is
+root's: run it with sudo.`
+
+func runSet(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("set", "sudo ustack set [--name ustack0] [--loss 5%] [--delay 20ms] ... [--clear]", setAbout)
+	var (
+		name, control string
+		clear         bool
+		ff            faultFlags
+	)
+	fs.StringVar(&name, "name", tunif.DefaultName, "`name` of the running ustack's interface")
+	fs.StringVar(&control, "control", "", "the control `SOCKET` (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+")")
+	fs.BoolVar(&clear, "clear", false, "turn every fault off first")
+	ff.register(fs)
+	if err := parseFlagsOnly(fs, env, args); err != nil {
+		return err
+	}
+	given := 0
+	for _, n := range faultFlagNames {
+		if fs.isSet(n) {
+			given++
+		}
+	}
+	if given == 0 && !clear {
+		return usageErrorf("nothing to set: give a fault flag, like --loss 5%%, or --clear (run ustack set --help)")
+	}
+	if control == "" {
+		if err := (tunif.Config{Name: name, MTU: tunif.DefaultMTU}).Validate(); err != nil {
+			return usageErrorf("--name: %v", err)
+		}
+		control = controlPath(name)
+	}
+	// Start from what is in force, then change what was given.
+	resp, err := askControl(ctx, control, controlRequest{Op: "stats"})
+	if err != nil {
+		return err
+	}
+	var cfg fault.Config
+	if resp.Stats.Faults != nil && !clear {
+		cfg = resp.Stats.Faults.Config
+	}
+	if clear {
+		cfg = fault.Config{Seed: cfg.Seed}
+	}
+	for _, n := range faultFlagNames {
+		if !fs.isSet(n) {
+			continue
+		}
+		switch n {
+		case "loss":
+			cfg.Loss = ff.cfg.Loss
+		case "corrupt":
+			cfg.Corrupt = ff.cfg.Corrupt
+		case "delay":
+			cfg.Delay = ff.cfg.Delay
+		case "jitter":
+			cfg.Jitter = ff.cfg.Jitter
+		case "reorder":
+			cfg.Reorder = ff.cfg.Reorder
+		case "duplicate":
+			cfg.Duplicate = ff.cfg.Duplicate
+		case "rate":
+			cfg.Rate = ff.cfg.Rate
+		case "queue-limit":
+			cfg.QueueLimit = ff.cfg.QueueLimit
+		case "fault-dir":
+			cfg.Dir = ff.cfg.Dir
+		case "seed":
+			cfg.Seed = ff.cfg.Seed
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageErrorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	resp, err = askControl(ctx, control, controlRequest{Op: "set", Faults: &cfg})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s: %s\n", name, resp.Faults)
+	return nil
+}

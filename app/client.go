@@ -14,10 +14,12 @@ import (
 // DefaultReplyTimeout is ClientOptions.ReplyTimeout when it is 0.
 const DefaultReplyTimeout = 10 * time.Second
 
-// ClientOptions configure RunClient.
+// ClientOptions configure RunClient and RunUDPClient.
 type ClientOptions struct {
-	Out          io.Writer     // where the article's lines go; nil: discarded
-	ReplyTimeout time.Duration // how long to wait for the server after the last message is sent; 0: 10s
+	Out io.Writer // where the article's lines go; nil: discarded
+	// ReplyTimeout is how long RunClient waits for the server after the last
+	// message is sent, and how long RunUDPClient waits for each reply. 0: 10s.
+	ReplyTimeout time.Duration
 }
 
 // ErrServerClosed is returned (wrapped) by RunClient when the server closed the

@@ -174,3 +174,7 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// TestMain fails the package if any goroutine outlives the tests; the tests
+// that use checkNoLeaks say which one left it.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

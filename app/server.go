@@ -22,6 +22,9 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultMaxConns is the connection limit when ServerOptions.MaxConns is 0.
 	DefaultMaxConns = 4096
+	// DefaultMaxBytes is ServerOptions.MaxBytes when it is 0: the most bytes
+	// chargen sends on one connection, and the largest n of HTTP's /bytes?n=.
+	DefaultMaxBytes = 1 << 30
 	// MaxChunk is the longest reply payload: a line longer than this is
 	// answered in pieces of this size, each as its own "ACK: <piece>\n".
 	MaxChunk = 64 << 10
@@ -40,60 +43,125 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
-// ServerOptions configure a Server. The zero value is usable.
+// ServerOptions configure a Server, and every other service of this package.
+// The zero value is usable.
 type ServerOptions struct {
 	Logger      *slog.Logger  // nil: slog.Default()
 	IdleTimeout time.Duration // 0: DefaultIdleTimeout; negative: none
 	MaxConns    int           // 0: DefaultMaxConns
+	// MaxBytes bounds what a service generates rather than echoes: chargen
+	// closes a connection after sending this many bytes, and HTTP's /bytes
+	// refuses a larger n. 0: DefaultMaxBytes; negative: no limit. The ACK,
+	// echo and discard servers ignore it.
+	MaxBytes int64
 }
 
-// Server is the article's ACK server. One Server may serve several listeners at
-// once (say an IPv4 and an IPv6 one); it runs one goroutine per connection and
-// none per line.
-type Server struct {
+// Service is a TCP service of this package: the ACK server, echo, discard,
+// chargen and HTTP all have this method set, and all of them apply
+// ServerOptions' connection limit, idle timeout and graceful shutdown the
+// same way, because they share one implementation of it.
+type Service interface {
+	// Serve accepts connections on ln and serves each on its own goroutine,
+	// until Shutdown or Close is called or ln is closed; then it returns nil.
+	// Temporary accept errors (EMFILE, ENFILE) are retried after a back-off
+	// of 5ms doubling to 1s; any other accept error is returned. Serve may be
+	// called for several listeners at once; called after Shutdown, it closes
+	// ln and returns nil.
+	Serve(ln net.Listener) error
+	// Shutdown closes the listeners (so Serve returns nil), waits for the open
+	// connections to end on their own until ctx is done, then closes those
+	// still open. It returns when all of the service's goroutines are gone,
+	// with ctx.Err() if it had to close connections. It is safe to call more
+	// than once, also concurrently.
+	Shutdown(ctx context.Context) error
+	// Close is Shutdown with no grace: it closes the listeners and every
+	// connection at once and waits for the goroutines. It does not report
+	// the connections it closed as an error.
+	Close() error
+	// ActiveConns reports how many connections are open.
+	ActiveConns() int
+}
+
+var (
+	_ Service = (*Server)(nil)
+	_ Service = (*EchoServer)(nil)
+	_ Service = (*DiscardServer)(nil)
+	_ Service = (*ChargenServer)(nil)
+	_ Service = (*HTTPServer)(nil)
+)
+
+// Why a connection handler ended, besides the client leaving (nil or io.EOF)
+// or a network error. serveConn turns each into its own log line.
+var (
+	errIdle         = errors.New("client idle")            // a read hit the idle timeout
+	errStalled      = errors.New("client not reading")     // a write hit the idle timeout
+	errShuttingDown = errors.New("server shutting down")   // the handler ended its stream for Shutdown
+	errAcceptStop   = fmt.Errorf("app: %w", net.ErrClosed) // accept: the listener is closed or the service is shutting down
+)
+
+// connHandler serves one admitted connection and returns why it ended (see
+// errIdle and friends). It need not close c. log names the client.
+type connHandler func(c *serverConn, log *slog.Logger) error
+
+// core is the connection machinery every TCP service shares: the accept loop
+// with its back-off, the connection limit and its log line, the idle timeout
+// setting, the connection log lines, and graceful shutdown. A service embeds
+// it and supplies a connHandler; HTTP, whose connections net/http serves,
+// uses accept and admit through a listener wrapper instead of Serve.
+type core struct {
 	log      *slog.Logger
+	service  string        // "" for the ACK server, whose log lines carry no service attribute
 	idle     time.Duration // <= 0: no idle timeout
 	maxConns int
-	chunk    int // MaxChunk; tests make it smaller to exercise the splitting
+	handle   connHandler
+	// interrupt, if not nil, is called by Shutdown for every open
+	// connection, after done is closed, to wake a handler that is blocked
+	// where it cannot watch done (chargen's Write). It must not block.
+	interrupt func(*serverConn)
 
 	mu        sync.Mutex
-	shutdown  bool                          // set once by Shutdown; no Serve or connection starts after
-	done      chan struct{}                 // closed when shutdown is set: wakes accept back-offs
+	closing   bool                          // set once by Shutdown; no Serve or connection starts after
+	done      chan struct{}                 // closed when closing is set: wakes accept back-offs, ends streams
 	listeners map[*trackedListener]struct{} // listeners being served, closed by Shutdown
-	conns     map[*serverConn]struct{}      // open connections
-	wg        sync.WaitGroup                // Serve loops and connection goroutines
+	conns     map[*serverConn]struct{}      // admitted, not yet released connections
+	wg        sync.WaitGroup                // Serve loops and admitted connections
 }
 
 type trackedListener struct{ net.Listener }
 
-// serverConn is one accepted connection; forced is set when Shutdown closes it,
-// so that its goroutine does not report the resulting error as the client's.
+// serverConn is one admitted connection. forced is set when Shutdown closes
+// it, so that its handler's resulting error is not reported as the client's.
+// received and sent are counted by the handlers of the classic services for
+// the disconnect log line; only the connection's own goroutines touch them.
 type serverConn struct {
 	net.Conn
-	forced atomic.Bool
+	forced         atomic.Bool
+	received, sent int64
 }
 
-// NewServer returns a Server with opts applied.
-func NewServer(opts ServerOptions) *Server {
-	s := &Server{
-		log:       opts.Logger,
-		idle:      opts.IdleTimeout,
-		maxConns:  opts.MaxConns,
-		chunk:     MaxChunk,
-		done:      make(chan struct{}),
-		listeners: make(map[*trackedListener]struct{}),
-		conns:     make(map[*serverConn]struct{}),
-	}
+// init applies opts. service names the service in every log line ("" for
+// none).
+func (s *core) init(opts ServerOptions, service string, handle connHandler) {
+	s.log = opts.Logger
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if service != "" {
+		s.log = s.log.With("service", service)
+	}
+	s.service = service
+	s.idle = opts.IdleTimeout
 	if s.idle == 0 {
 		s.idle = DefaultIdleTimeout
 	}
+	s.maxConns = opts.MaxConns
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConns
 	}
-	return s
+	s.handle = handle
+	s.done = make(chan struct{})
+	s.listeners = make(map[*trackedListener]struct{})
+	s.conns = make(map[*serverConn]struct{})
 }
 
 // Serve accepts connections on ln and serves each on its own goroutine, until
@@ -105,33 +173,64 @@ func NewServer(opts ServerOptions) *Server {
 //
 // Serve may be called for several listeners at once. Called after Shutdown, it
 // closes ln and returns nil.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *core) Serve(ln net.Listener) error {
+	tl, ok := s.addListener(ln)
+	if !ok {
+		return nil
+	}
+	defer s.removeListener(tl)
+	for {
+		sc, err := s.accept(ln)
+		if errors.Is(err, errAcceptStop) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer s.release(sc)
+			s.serveConn(sc)
+		}()
+	}
+}
+
+// addListener registers ln for Shutdown to close and counts its Serve loop.
+// After Shutdown it closes ln instead and reports false.
+func (s *core) addListener(ln net.Listener) (*trackedListener, bool) {
 	tl := &trackedListener{ln}
 	s.mu.Lock()
-	if s.shutdown {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.closing {
 		ln.Close()
-		return nil
+		return nil, false
 	}
 	s.listeners[tl] = struct{}{}
 	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, tl)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
+	return tl, true
+}
 
+func (s *core) removeListener(tl *trackedListener) {
+	s.mu.Lock()
+	delete(s.listeners, tl)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// accept returns the next connection on ln that admit lets in. It retries
+// temporary errors after a back-off that Shutdown cuts short, and keeps
+// accepting (and closing) while the connection limit is reached, so the
+// backlog drains. It returns errAcceptStop when ln is closed or the service is
+// shutting down, and any other accept error wrapped.
+func (s *core) accept(ln net.Listener) (*serverConn, error) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if s.shuttingDown() || errors.Is(err, net.ErrClosed) {
-				return nil
+				return nil, errAcceptStop
 			}
 			if !isTemporary(err) {
-				return fmt.Errorf("app: accept on %v: %w", ln.Addr(), err)
+				return nil, fmt.Errorf("app: accept on %v: %w", ln.Addr(), err)
 			}
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
 			s.log.Warn("accept failed, retrying", "addr", ln.Addr().String(), "err", err, "backoff", backoff)
@@ -140,12 +239,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			case <-t.C:
 			case <-s.done:
 				t.Stop()
-				return nil
+				return nil, errAcceptStop
 			}
 			continue
 		}
 		backoff = 0
-		s.start(c)
+		if sc, ok := s.admit(c); ok {
+			return sc, nil
+		}
 	}
 }
 
@@ -157,22 +258,23 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *Server) shuttingDown() bool {
+func (s *core) shuttingDown() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.shutdown
+	return s.closing
 }
 
-// start hands c to its own goroutine, or closes it at once if the server is
-// shutting down or at its connection limit. It never blocks, so the accept loop
-// keeps draining the backlog even when the limit is reached.
-func (s *Server) start(c net.Conn) {
+// admit counts c as open, or closes it at once if the service is shutting
+// down or at its connection limit (with a log line). It never blocks, so the
+// accept loop keeps draining the backlog even when the limit is reached. An
+// admitted connection must be released exactly once when it is done.
+func (s *core) admit(c net.Conn) (*serverConn, bool) {
 	sc := &serverConn{Conn: c}
 	s.mu.Lock()
-	if s.shutdown {
+	if s.closing {
 		s.mu.Unlock()
 		c.Close()
-		return
+		return nil, false
 	}
 	if len(s.conns) >= s.maxConns {
 		s.mu.Unlock()
@@ -180,18 +282,24 @@ func (s *Server) start(c net.Conn) {
 		ip, port := hostPort(c.RemoteAddr())
 		s.log.Warn(fmt.Sprintf("Refusing client %s: connection limit %d reached", article(ip, port), s.maxConns),
 			"client", c.RemoteAddr().String())
-		return
+		return nil, false
 	}
 	s.conns[sc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		s.serveConn(sc)
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
-	}()
+	return sc, true
+}
+
+// release ends what admit started. It is safe to call again for the same
+// connection (net/http's state hook may report the end twice).
+func (s *core) release(sc *serverConn) {
+	s.mu.Lock()
+	_, ok := s.conns[sc]
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	if ok {
+		s.wg.Done()
+	}
 }
 
 // Shutdown stops the server in order: it closes the listeners (so Serve
@@ -201,9 +309,9 @@ func (s *Server) start(c net.Conn) {
 // listener Close error other than net.ErrClosed. It is safe to call more than
 // once, also concurrently; every call returns only when all of the server's
 // goroutines are gone.
-func (s *Server) Shutdown(ctx context.Context) error {
-	forced, err := s.shutdownAndWait(ctx)
-	if forced {
+func (s *core) Shutdown(ctx context.Context) error {
+	err := s.beginShutdown()
+	if s.wait(ctx) {
 		return errors.Join(err, ctx.Err())
 	}
 	return err
@@ -213,24 +321,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // server's goroutines: Shutdown with an already cancelled context. Unlike
 // Shutdown it does not report context.Canceled for the connections it closed,
 // since closing them is what it was asked to do.
-func (s *Server) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, err := s.shutdownAndWait(ctx)
+func (s *core) Close() error {
+	err := s.beginShutdown()
+	s.wait(cancelled())
 	return err
 }
 
-// shutdownAndWait does Shutdown's work. forced reports whether ctx ran out with
-// connections still open (they are closed then); err holds listener Close errors.
-func (s *Server) shutdownAndWait(ctx context.Context) (forced bool, err error) {
+// cancelled returns a context that is already done.
+func cancelled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// beginShutdown marks the service as closing, so that no Serve loop or
+// connection starts after, wakes accept back-offs and streams waiting on done,
+// and closes the listeners. It returns their Close errors other than
+// net.ErrClosed.
+func (s *core) beginShutdown() error {
 	s.mu.Lock()
-	if !s.shutdown {
-		s.shutdown = true
+	if !s.closing {
+		s.closing = true
 		close(s.done)
 	}
 	lns := make([]*trackedListener, 0, len(s.listeners))
 	for tl := range s.listeners {
 		lns = append(lns, tl)
+	}
+	if s.interrupt != nil {
+		for sc := range s.conns {
+			s.interrupt(sc)
+		}
 	}
 	s.mu.Unlock()
 
@@ -240,9 +361,16 @@ func (s *Server) shutdownAndWait(ctx context.Context) (forced bool, err error) {
 			errs = append(errs, fmt.Errorf("app: close listener %v: %w", tl.Addr(), err))
 		}
 	}
+	return errors.Join(errs...)
+}
 
-	// No wg.Add can happen from here on: both Serve and start check s.shutdown
-	// under s.mu before adding, so Wait cannot race with an Add from zero.
+// wait waits for the Serve loops and connections to end until ctx is done,
+// then closes the connections still open and waits for them. It reports
+// whether it had to close any. Call it after beginShutdown.
+func (s *core) wait(ctx context.Context) (forced bool) {
+	// No wg.Add can happen from here on: addListener and admit check
+	// s.closing under s.mu before adding, so Wait cannot race with an Add
+	// from zero.
 	allDone := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -250,12 +378,12 @@ func (s *Server) shutdownAndWait(ctx context.Context) (forced bool, err error) {
 	}()
 	select {
 	case <-allDone: // checked first: an expired ctx with nothing open is no force
-		return false, errors.Join(errs...)
+		return false
 	default:
 	}
 	select {
 	case <-allDone:
-		return false, errors.Join(errs...)
+		return false
 	case <-ctx.Done():
 	}
 
@@ -267,17 +395,69 @@ func (s *Server) shutdownAndWait(ctx context.Context) (forced bool, err error) {
 	}
 	s.mu.Unlock()
 	<-allDone
-	return forced, errors.Join(errs...)
+	return forced
 }
 
 // ActiveConns reports how many connections are open.
-func (s *Server) ActiveConns() int {
+func (s *core) ActiveConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
 }
 
-// serveConn runs the article's conversation on one connection.
+// serveConn runs the service's handler on one connection between the
+// article's log lines, and closes the connection.
+func (s *core) serveConn(c *serverConn) {
+	remote := c.RemoteAddr()
+	ip, port := hostPort(remote)
+	log := s.log.With("client", remote.String())
+	log.Info("Client connected: " + article(ip, port))
+
+	err := s.handle(c, log)
+	switch {
+	case errors.Is(err, errIdle):
+		log.Info(fmt.Sprintf("Client idle for %v, closing: %s", s.idle, article(ip, port)))
+	case errors.Is(err, errStalled):
+		log.Info(fmt.Sprintf("Client not reading for %v, closing: %s", s.idle, article(ip, port)))
+	case errors.Is(err, errShuttingDown):
+		log.Info("Server shutting down, closing: " + article(ip, port))
+	}
+	c.Close()
+
+	var attrs []any
+	if s.service != "" {
+		attrs = append(attrs, "received", c.received, "sent", c.sent)
+	}
+	clean := err == nil || err == io.EOF || errors.Is(err, errIdle) || errors.Is(err, errStalled) ||
+		errors.Is(err, errShuttingDown) || c.forced.Load() || errors.Is(err, net.ErrClosed)
+	if !clean {
+		attrs = append(attrs, "err", err)
+	}
+	log.Info("Client disconnected", attrs...)
+}
+
+// Server is the article's ACK server. One Server may serve several listeners at
+// once (say an IPv4 and an IPv6 one); it runs one goroutine per connection and
+// none per line. Its Serve, Shutdown, Close and ActiveConns are the Service
+// methods every TCP service of this package shares.
+//
+// Limits: MaxConns connections at once (more are closed with a log line); a
+// connection silent for IdleTimeout is closed, and so is one whose replies
+// cannot be written for IdleTimeout; at most MaxChunk+2 bytes of input and
+// 16 KiB of replies are buffered per connection.
+type Server struct {
+	core
+	chunk int // MaxChunk; tests make it smaller to exercise the splitting
+}
+
+// NewServer returns a Server with opts applied.
+func NewServer(opts ServerOptions) *Server {
+	s := &Server{chunk: MaxChunk}
+	s.init(opts, "", s.ack)
+	return s
+}
+
+// ack runs the article's conversation on one connection.
 //
 // Framing: input is read through a bufio.Reader of chunk+2 bytes, room for the
 // longest piece plus a CRLF, and never more is held. Buffered bytes are
@@ -293,12 +473,11 @@ func (s *Server) ActiveConns() int {
 // Replies go into a bufio.Writer that is flushed whenever the buffered input
 // holds no complete line, right before the read that may block: a pipelining client gets its
 // replies in few writes, an interactive one gets each reply at once.
-func (s *Server) serveConn(c *serverConn) {
-	remote := c.RemoteAddr()
-	ip, port := hostPort(remote)
-	log := s.log.With("client", remote.String())
-	log.Info("Client connected: " + article(ip, port))
-
+//
+// A write that times out is reported as the error it is (the idle timeout
+// also bounds writes, so a client that sends but never reads cannot pin the
+// connection); a read that times out is errIdle.
+func (s *Server) ack(c *serverConn, log *slog.Logger) error {
 	r := bufio.NewReaderSize(c, s.chunk+2)
 	w := bufio.NewWriterSize(c, replyBufSize)
 	reply := func(p []byte) error {
@@ -311,7 +490,6 @@ func (s *Server) serveConn(c *serverConn) {
 	}
 
 	var err error
-	idle := false
 	// scanned counts the buffered bytes already known to hold no '\n', so a
 	// line trickling in a byte per read is not rescanned from its start each
 	// time (that would be quadratic in the line length).
@@ -359,8 +537,7 @@ func (s *Server) serveConn(c *serverConn) {
 			continue
 		}
 		if isTimeout(err) {
-			idle = true
-			break
+			return errIdle
 		}
 		if err == io.EOF {
 			// The client half-closed: answer what is left, then close our side.
@@ -379,16 +556,7 @@ func (s *Server) serveConn(c *serverConn) {
 			}
 		}
 	}
-
-	if idle {
-		log.Info(fmt.Sprintf("Client idle for %v, closing: %s", s.idle, article(ip, port)))
-	}
-	c.Close()
-	if idle || err == io.EOF || c.forced.Load() || errors.Is(err, net.ErrClosed) {
-		log.Info("Client disconnected")
-	} else {
-		log.Info("Client disconnected", "err", err)
-	}
+	return err
 }
 
 func isTimeout(err error) bool {
@@ -401,6 +569,8 @@ func isTimeout(err error) bool {
 func hostPort(a net.Addr) (ip, port string) {
 	switch a := a.(type) {
 	case *net.TCPAddr:
+		return a.IP.String(), strconv.Itoa(a.Port)
+	case *net.UDPAddr:
 		return a.IP.String(), strconv.Itoa(a.Port)
 	case nil:
 		return "<nil>", ""

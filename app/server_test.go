@@ -240,7 +240,8 @@ func TestServerManyClients(t *testing.T) {
 	waitConns(t, s, 0)
 }
 
-func waitConns(t *testing.T, s *Server, want int) {
+// waitConns waits until s has want connections open.
+func waitConns(t *testing.T, s interface{ ActiveConns() int }, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for s.ActiveConns() != want {

@@ -137,6 +137,7 @@ type serverConn struct {
 	net.Conn
 	forced         atomic.Bool
 	received, sent int64
+	digest         string // discard: the SHA-256 of what was received, for the disconnect line
 }
 
 // init applies opts. service names the service in every log line ("" for
@@ -427,6 +428,9 @@ func (s *core) serveConn(c *serverConn) {
 	var attrs []any
 	if s.service != "" {
 		attrs = append(attrs, "received", c.received, "sent", c.sent)
+	}
+	if c.digest != "" {
+		attrs = append(attrs, "sha256", c.digest)
 	}
 	clean := err == nil || err == io.EOF || errors.Is(err, errIdle) || errors.Is(err, errStalled) ||
 		errors.Is(err, errShuttingDown) || c.forced.Load() || errors.Is(err, net.ErrClosed)

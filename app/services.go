@@ -1,6 +1,8 @@
 package app
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +82,8 @@ func (s *EchoServer) echo(c *serverConn, _ *slog.Logger) error {
 // throws away everything it receives, and sends nothing. Limits:
 // ServerOptions.MaxConns connections; a client that sends nothing for
 // IdleTimeout is closed; 32 KiB of buffer per connection. Log lines carry
-// service=discard, and the disconnect line says how much was received.
+// service=discard, and the disconnect line says how much was received and
+// its SHA-256.
 type DiscardServer struct{ core }
 
 // NewDiscardServer returns a DiscardServer with opts applied (MaxBytes is
@@ -93,12 +96,17 @@ func NewDiscardServer(opts ServerOptions) *DiscardServer {
 
 func (s *DiscardServer) discard(c *serverConn, _ *slog.Logger) error {
 	buf := make([]byte, discardBufSize)
+	// The disconnect line carries the SHA-256 of what arrived, so a lab can
+	// check that TCP delivered every byte, in order, through a lossy link.
+	h := sha256.New()
+	defer func() { c.digest = hex.EncodeToString(h.Sum(nil)) }()
 	for {
 		if s.idle > 0 {
 			c.SetReadDeadline(time.Now().Add(s.idle))
 		}
 		n, err := c.Read(buf)
 		c.received += int64(n)
+		h.Write(buf[:n])
 		if err != nil {
 			if isTimeout(err) {
 				return errIdle

@@ -55,9 +55,11 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		tcpf    tcpFlags
 		ff      faultFlags
 		kernel  bool
+		udp     bool
 		timeout time.Duration
 	)
 	fs.BoolVar(&kernel, "kernel", false, "use the kernel's TCP/IP stack instead of a userspace one (no TUN, no sudo)")
+	fs.BoolVar(&udp, "udp", false, "send each message as a UDP datagram (to the UDP ACK server) instead of over a TCP connection; a lost datagram or reply is not resent")
 	fs.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the connection, and for the server's replies after the last message")
 	via.register(fs, "ustack1", clientViaAddrs)
 	logs.register(fs)
@@ -98,6 +100,13 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 			}
 		}
 		d := net.Dialer{Timeout: timeout}
+		if udp {
+			conn, err := d.DialContext(ctx, "udp", target.String())
+			if err != nil {
+				return fmt.Errorf("udp to %s: %v", target, cause(err))
+			}
+			return interrupted(ctx, app.RunUDPClient(ctx, conn, msgs, opts))
+		}
 		conn, err := d.DialContext(ctx, "tcp", target.String())
 		if err != nil {
 			return fmt.Errorf("connect to %s: %v", target, cause(err))
@@ -133,6 +142,13 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	log.Info(fmt.Sprintf("%s  ·  dialing %s over the userspace stack", ul.summary(), target))
 
 	err = func() error {
+		if udp {
+			conn, err := ul.stack.DialUDP("udp", target.String())
+			if err != nil {
+				return fmt.Errorf("udp to %s over the userspace stack: %v", target, cause(err))
+			}
+			return app.RunUDPClient(ctx, conn, msgs, opts)
+		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		conn, err := ul.stack.DialContext(dctx, "tcp", target.String())

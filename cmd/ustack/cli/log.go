@@ -38,10 +38,12 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, usageErrorf("--log-format %q: want text or json", l.format)
 }
 
-// plainHandler prints Info records as their bare message, in the words of the
-// article ("Client connected: 198.18.0.1 43512", "Received: hello"); other
-// levels get the level in front and their attributes after. json keeps every
-// attribute of every record.
+// plainHandler prints Info records as their message, in the words of the
+// article ("Client connected: 198.18.0.1 43512", "Received: hello"), followed
+// by the record's own attributes, if any, and led by the app's name for apps
+// other than the ACK server ("[echo] Client connected: ..."); other levels get
+// the level in front and every attribute after. json keeps every attribute of
+// every record.
 type plainHandler struct {
 	w     io.Writer
 	level slog.Level
@@ -57,17 +59,26 @@ func (h *plainHandler) Handle(_ context.Context, r slog.Record) error {
 		b.WriteString(r.Level.String())
 		b.WriteByte(' ')
 	}
-	b.WriteString(r.Message)
-	if r.Level != slog.LevelInfo {
-		write := func(a slog.Attr) bool {
-			fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
-			return true
+	// The apps other than the ACK server say which they are.
+	for _, a := range h.attrs {
+		if a.Key == "service" {
+			fmt.Fprintf(&b, "[%v] ", a.Value)
 		}
+	}
+	b.WriteString(r.Message)
+	write := func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	}
+	if r.Level != slog.LevelInfo {
 		for _, a := range h.attrs {
 			write(a)
 		}
-		r.Attrs(write)
 	}
+	// The record's own attributes (bytes received and sent, a digest, an
+	// error) are part of what it says; the handler's (the client's
+	// address) are already in the message.
+	r.Attrs(write)
 	b.WriteByte('\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -4,16 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
-
-	"github.com/ustack/ustack/app"
 )
 
 const serveAbout = `
-Runs the same ACK server as ustack up, with the same logs, on the kernel's own
-TCP/IP stack: the one thing that differs is the stack underneath. Compare the
-two with the same client, or with tcpdump. Needs no privileges for ports above
-1023.`
+Runs the same ACK server as ustack up (TCP and UDP), with the same logs, and
+the other apps of --serve, on the kernel's own TCP/IP stack: the one thing
+that differs is the stack underneath. Compare the two with the same client, or
+with tcpdump. Needs no privileges for ports above 1023.`
 
 func runServe(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("serve", "ustack serve --kernel [flags]", serveAbout)
@@ -22,46 +21,81 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 		srvf   serverFlags
 		kernel bool
 		listen string
+		serv   string
 	)
 	fs.BoolVar(&kernel, "kernel", false, "serve on kernel sockets (required: the userspace-stack server is ustack up)")
-	fs.StringVar(&listen, "listen", ":5000", "`address:port` to listen on; an empty address means all of them, IPv4 and IPv6; port 0 picks a free one (the ready line says which)")
+	fs.StringVar(&listen, "listen", ":5000", "`address:port` of the ACK server (TCP and UDP); an empty address means all of them, IPv4 and IPv6; port 0 picks a free one (the ready line says which); with --serve, only the address counts")
+	fs.StringVar(&serv, "serve", "", "the apps to run, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,http:8080 (default ack on --listen's port)")
 	logs.register(fs)
 	srvf.register(fs)
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}
 	if !kernel {
-		return usageErrorf("ustack serve runs the ACK server on kernel sockets and needs --kernel; for the userspace stack, run: sudo ustack up")
+		return usageErrorf("ustack serve runs the apps on kernel sockets and needs --kernel; for the userspace stack, run: sudo ustack up")
 	}
-	_, portStr, err := net.SplitHostPort(listen)
+	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return usageErrorf("--listen %q: want address:port, like :5000 or 127.0.0.1:5000", listen)
 	}
-	if p, err := strconv.Atoi(portStr); err != nil || p < 0 || p > 65535 {
+	p, err := strconv.Atoi(portStr)
+	if err != nil || p < 0 || p > 65535 {
 		return usageErrorf("--listen %q: the port must be 0..65535", listen)
+	}
+	specs := []serviceSpec{{"ack", uint16(p)}}
+	if serv != "" {
+		if specs, err = parseServe(serv); err != nil {
+			return usageErrorf("--serve %v", err)
+		}
 	}
 	opts, err := srvf.options(logs, env)
 	if err != nil {
 		return err
 	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", listen)
+	// Port 0 picks a free port, for TCP; UDP gets the same number.
+	var picked []serviceSpec
+	kernelApps := appStack{
+		name: "the kernel's TCP/IP stack",
+		listen: func(port uint16) ([]net.Listener, error) {
+			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+			if err != nil {
+				return nil, err
+			}
+			picked = append(picked, serviceSpec{port: uint16(ln.Addr().(*net.TCPAddr).Port)})
+			return []net.Listener{ln}, nil
+		},
+		listenUDP: func(port uint16) ([]net.PacketConn, error) {
+			if port == 0 && len(picked) > 0 {
+				port = picked[len(picked)-1].port
+			}
+			pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+			if err != nil {
+				return nil, err
+			}
+			return []net.PacketConn{pc}, nil
+		},
+	}
+	srv, err := startApps(specs, kernelApps, opts)
 	if err != nil {
-		return usageErrorf("listen on %s: %v", listen, err)
+		return err
 	}
-	srv := startServer(app.NewServer(opts), []net.Listener{ln})
-	addr := ln.Addr().(*net.TCPAddr)
-	try := addr.IP.String()
-	if addr.IP.IsUnspecified() {
-		try = "127.0.0.1"
+	for i := range specs {
+		specs[i].port = picked[i].port
 	}
-	fmt.Fprintf(env.Stdout, "TCP Server running on port %d (kernel stack, %s)   try: nc %s %d\n", addr.Port, addr, try, addr.Port)
+	try := netip.MustParseAddr("127.0.0.1")
+	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+		try = a
+	}
+	for _, line := range readyLines(specs, "kernel stack", try) {
+		fmt.Fprintln(env.Stdout, line)
+	}
 
 	var failure error
 	select {
 	case <-ctx.Done():
 	case err := <-srv.errc:
 		srv.n--
-		failure = fmt.Errorf("the ACK server stopped: %v", err)
+		failure = fmt.Errorf("an app stopped: %v", err)
 	}
 	if err := srv.stop(); err != nil && failure == nil {
 		failure = err

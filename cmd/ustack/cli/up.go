@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/ustack/ustack/app"
 	"github.com/ustack/ustack/stack"
@@ -35,6 +36,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		tcpf tcpFlags
 		ff   faultFlags
 		port int
+		serv string
 	)
 	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
 	logs.register(fs)
@@ -42,12 +44,23 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	obsf.register(fs)
 	tcpf.register(fs)
 	ff.register(fs)
-	fs.IntVar(&port, "port", 5000, "TCP port of the ACK server on the userspace stack")
+	fs.IntVar(&port, "port", 5000, "port of the ACK server (TCP and UDP) on the userspace stack; --serve ack:PORT says the same")
+	fs.StringVar(&serv, "serve", "", "the apps to run on the userspace stack, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,discard:9,chargen:19,http:80 (default ack:--port)")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}
 	if port < 1 || port > 65535 {
 		return usageErrorf("--port %d is out of range: it must be 1..65535", port)
+	}
+	specs := []serviceSpec{{"ack", uint16(port)}}
+	var err error
+	if serv != "" {
+		if fs.isSet("port") {
+			return usageErrorf("--port and --serve both say where the ACK server runs: give one (--serve ack:%d,...)", port)
+		}
+		if specs, err = parseServe(serv); err != nil {
+			return usageErrorf("--serve %v", err)
+		}
 	}
 	plan, err := link.plan()
 	if err != nil {
@@ -73,27 +86,19 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	name, st := ul.iface.Name(), ul.stack
-	var lns []net.Listener
-	for _, a := range plan.stack.Addrs {
-		ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), uint16(port)))
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			ul.tearDown(nil)
-			return err
-		}
-		lns = append(lns, ln)
+	srv, err := startApps(specs, netstackApps(st, plan.stack.Addrs), opts)
+	if err != nil {
+		ul.tearDown(nil)
+		return err
 	}
-	srv := startServer(app.NewServer(opts), lns)
 
 	fmt.Fprintf(out, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
-	first := plan.stack.Addrs[0].Addr()
 	if j := st.Link().Faults(); j != nil {
 		fmt.Fprintf(out, "faults: %s\n", j.Config())
 	}
-	fmt.Fprintf(out, "TCP Server running on port %d (userspace stack)   try: nc %s %d   ping %s\n",
-		port, first, port, first)
+	for _, line := range readyLines(specs, "userspace stack", plan.stack.Addrs[0].Addr()) {
+		fmt.Fprintln(out, line)
+	}
 
 	var failure error
 	select {
@@ -123,4 +128,78 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(out, "%s removed\n", name)
 	}
 	return failure
+}
+
+// netstackApps runs the apps on the userspace stack, on each of its
+// addresses.
+func netstackApps(st *stack.Stack, addrs []netip.Prefix) appStack {
+	return appStack{
+		name: "gVisor netstack, in user space (ustack)",
+		listen: func(port uint16) ([]net.Listener, error) {
+			var lns []net.Listener
+			for _, a := range addrs {
+				ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), port))
+				if err != nil {
+					for _, l := range lns {
+						l.Close()
+					}
+					return nil, err
+				}
+				lns = append(lns, ln)
+			}
+			return lns, nil
+		},
+		listenUDP: func(port uint16) ([]net.PacketConn, error) {
+			var pcs []net.PacketConn
+			for _, a := range addrs {
+				pc, err := st.ListenUDP(netip.AddrPortFrom(a.Addr(), port))
+				if err != nil {
+					for _, p := range pcs {
+						p.Close()
+					}
+					return nil, err
+				}
+				pcs = append(pcs, pc)
+			}
+			return pcs, nil
+		},
+		connInfo: func(local, remote net.Addr) []app.KV {
+			l, r := addrPortOf(local), addrPortOf(remote)
+			c, ok := st.Conn(l, r)
+			if !ok {
+				return nil
+			}
+			return connKVs(c)
+		},
+	}
+}
+
+// addrPortOf returns a TCP address as a netip.AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// connKVs is what the HTTP page shows about the stack's side of a connection.
+func connKVs(c stack.ConnInfo) []app.KV {
+	kv := []app.KV{
+		{Key: "TCP state", Value: c.State},
+		{Key: "congestion window", Value: fmt.Sprintf("%d segments", c.Cwnd)},
+		{Key: "slow-start threshold", Value: ssthreshString(c.Ssthresh)},
+		{Key: "smoothed RTT", Value: durString(c.SRTT)},
+		{Key: "RTT variation", Value: durString(c.RTTVar)},
+		{Key: "retransmission timeout", Value: durString(c.RTO)},
+		{Key: "segments in / out", Value: fmt.Sprintf("%d / %d", c.SegmentsIn, c.SegmentsOut)},
+		{Key: "retransmitted segments", Value: strconv.FormatUint(c.Retransmits, 10)},
+		{Key: "receive queue / buffer", Value: fmt.Sprintf("%d / %d bytes", c.RecvQueued, c.RecvBuf)},
+		{Key: "send queue / buffer", Value: fmt.Sprintf("%d / %d bytes", max(c.SendQueued, 0), c.SendBuf)},
+	}
+	if c.BytesAcked != nil {
+		kv = append(kv, app.KV{Key: "bytes acknowledged", Value: strconv.FormatUint(*c.BytesAcked, 10)})
+	}
+	return kv
 }

@@ -269,6 +269,17 @@ func appendDrop(d []Drop, layer, reason string, n uint64) []Drop {
 	return append(d, Drop{Layer: layer, Reason: reason, Count: n})
 }
 
+// Conn returns the stack's TCP connection between local (the stack's side)
+// and remote.
+func (s *Stack) Conn(local, remote netip.AddrPort) (ConnInfo, bool) {
+	for _, c := range s.conns() {
+		if c.Local == local && c.Remote == remote {
+			return c, true
+		}
+	}
+	return ConnInfo{}, false
+}
+
 // conns lists the stack's TCP endpoints with their state and congestion
 // control, ordered by local then remote address.
 func (s *Stack) conns() []ConnInfo {

@@ -76,9 +76,14 @@ func (h *plainHandler) Handle(_ context.Context, r slog.Record) error {
 		}
 	}
 	// The record's own attributes (bytes received and sent, a digest, an
-	// error) are part of what it says; the handler's (the client's
-	// address) are already in the message.
-	r.Attrs(write)
+	// error) are part of what it says; the client's address is already in
+	// an Info message.
+	r.Attrs(func(a slog.Attr) bool {
+		if r.Level == slog.LevelInfo && a.Key == "client" {
+			return true
+		}
+		return write(a)
+	})
 	b.WriteByte('\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()

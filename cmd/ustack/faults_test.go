@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,5 +160,27 @@ func TestFaultSeedIsReproducible(t *testing.T) {
 	}
 	if strings.HasPrefix(first, "0 lost") {
 		t.Errorf("30%% loss lost nothing: %s", first)
+	}
+}
+
+// TestLossLabScript runs the loss lab, small.
+func TestLossLabScript(t *testing.T) {
+	netnstest.Require(t)
+	needTool(t, "curl")
+	needTool(t, "unshare")
+	bin := ustackBinary(t)
+	cmd := exec.Command("../../scripts/loss-lab.sh", "1")
+	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_LAB_LOSSES=0% 5%")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/loss-lab.sh: %v\n%s", err, out)
+	}
+	for _, row := range []string{`0%\s+reno`, `0%\s+cubic`, `5%\s+reno`, `5%\s+cubic`} {
+		if !regexp.MustCompile(`(?m)^` + row + `\s+\d+\.\d\d\s+\d+\.\d\s+\d+\s+\d+$`).Match(out) {
+			t.Errorf("no row %s in\n%s", row, out)
+		}
+	}
+	if m := regexp.MustCompile(`(?m)^5%\s+reno\s+\S+\s+\S+\s+(\d+)`).FindSubmatch(out); m == nil || string(m[1]) == "0" {
+		t.Errorf("no retransmissions at 5%% loss:\n%s", out)
 	}
 }

@@ -481,12 +481,12 @@ func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
 
 // receiver hands packets read from the device to netstack, and counts them.
 type receiver struct {
-	e                        *Endpoint
-	ref                      *dispatcherRef
-	tapped                   bool
-	now                      time.Time
-	delivered, bytes, v4     uint64
-	v4Bytes, dropped, faulty uint64
+	e                    *Endpoint
+	ref                  *dispatcherRef
+	tapped               bool
+	now                  time.Time
+	delivered, bytes, v4 uint64
+	v4Bytes, dropped     uint64
 }
 
 func (e *Endpoint) newReceiver() receiver {

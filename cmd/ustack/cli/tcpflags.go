@@ -73,9 +73,8 @@ func (noDelayedACK) Set(string) error {
 
 // tcpFlags are the TCP knobs of the userspace stack.
 type tcpFlags struct {
-	cfg          stack.TCPConfig
-	sack, rack   bool
-	keepaliveStr string
+	cfg        stack.TCPConfig
+	sack, rack bool
 }
 
 func (t *tcpFlags) register(fs *flagSet) {

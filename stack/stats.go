@@ -33,6 +33,21 @@ type Snapshot struct {
 	// Faults is the fault injection on the link: what is set and what it
 	// did; nil when no fault was ever set.
 	Faults *FaultCounters `json:"faults,omitempty"`
+	// Process is the ustack process's own use of the machine, filled in by
+	// whoever runs the stack.
+	Process *ProcessInfo `json:"process,omitempty"`
+	// Endpoints is how many transport endpoints netstack has registered
+	// (TCP connections, listeners and those in TIME-WAIT, UDP sockets).
+	Endpoints int `json:"endpoints"`
+}
+
+// ProcessInfo is what a process uses: for leak checks and the soak test.
+type ProcessInfo struct {
+	PID        int    `json:"pid"`
+	Goroutines int    `json:"goroutines"`
+	FDs        int    `json:"fds"`
+	RSSBytes   uint64 `json:"rss_bytes"`
+	HeapBytes  uint64 `json:"heap_bytes"` // live heap, from the Go runtime
 }
 
 // FaultCounters is the fault injection's settings and counters.
@@ -233,6 +248,7 @@ func (s *Stack) Snapshot() *Snapshot {
 		snap.Drops = appendDrop(snap.Drops, "fault", "rate limiter queue full, out (--rate)", fs.Out.RateDropped)
 	}
 	snap.Conns = s.conns()
+	snap.Endpoints = len(s.ns.RegisteredEndpoints())
 	s.forgetClosed(snap.Conns)
 	return snap
 }

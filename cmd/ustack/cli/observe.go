@@ -330,6 +330,7 @@ func (obs *observers) snapshot() (*stack.Snapshot, error) {
 		return nil, errors.New("the stack is not up yet")
 	}
 	snap := st.Snapshot()
+	snap.Process = processInfo()
 	for _, r := range obs.taps {
 		snap.Taps = append(snap.Taps, stack.TapCounters{Name: r.name, Events: r.events.Load(), Dropped: r.dropped()})
 	}

@@ -135,6 +135,10 @@ func writeSnapshot(w io.Writer, name string, s *stack.Snapshot, conns bool) {
 		}
 		fmt.Fprintf(tw, "%s\t%s: %d events\t%d skipped (fell behind)\n", label, tp.Name, tp.Events, tp.Dropped)
 	}
+	if p := s.Process; p != nil {
+		fmt.Fprintf(tw, "process\tpid %d, %d goroutines, %d fds\tRSS %s, heap %s, %d netstack endpoints\n",
+			p.PID, p.Goroutines, p.FDs, bytesString(p.RSSBytes), bytesString(p.HeapBytes), s.Endpoints)
+	}
 	if f := s.Faults; f != nil {
 		fmt.Fprintf(tw, "faults\t%s\t\n", f.Settings)
 		for _, d := range []struct {

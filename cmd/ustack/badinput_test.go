@@ -82,6 +82,7 @@ func TestBadInput(t *testing.T) {
 		{"fault dir", []string{"up", "--fault-dir", "sideways"}, `want in, out or both`},
 		{"set with nothing", []string{"set"}, "nothing to set: give a fault flag"},
 		{"set without a running ustack", []string{"set", "--name", "nothere", "--loss", "1%"}, "no running ustack answers on "},
+		{"unknown user", []string{"up", "--user", "no-such-user-here"}, `--user "no-such-user-here": no such user`},
 		{"keepalive negative", []string{"up", "--keepalive", "-5s"}, "--keepalive -5s is negative"},
 		{"stats without a running ustack", []string{"stats", "--name", "nothere"}, "no running ustack answers on "},
 		{"stats watch interval", []string{"stats", "--watch", "1ns"}, "--watch 1ns: give an interval of at least 10ms"},

@@ -61,6 +61,8 @@ func Run(ctx context.Context, args []string, env *Env) int {
 	}
 	name := args[0]
 	switch name {
+	case janitorArg:
+		return runJanitor(args[1:])
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && name == "help" {
 			return Run(ctx, []string{args[1], "--help"}, env)

@@ -135,7 +135,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	opts.Out = obsf.textOut(env)
-	ul, err := bringUp("client", plan, &obsf, env, log)
+	ul, err := bringUp("client", plan, &obsf, env, log, nil)
 	if err != nil {
 		return err
 	}

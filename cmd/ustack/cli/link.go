@@ -263,7 +263,7 @@ type userspaceLink struct {
 // bringUp opens the files the observe flags ask for, creates the interface of
 // plan, opens the control socket and metrics listener, and starts the stack
 // on the interface with its taps. On failure it leaves nothing behind.
-func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.Logger) (*userspaceLink, error) {
+func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.Logger, as *runAs) (*userspaceLink, error) {
 	obs, err := obsf.open(env, log)
 	if err != nil {
 		return nil, err
@@ -277,6 +277,16 @@ func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.
 		iface.Close()
 		obs.close()
 		return nil, err
+	}
+	if as != nil {
+		// Everything that needs root exists: drop to the user before the
+		// first packet is read.
+		if err := dropPrivileges(as, obsf); err != nil {
+			iface.Close()
+			obs.close()
+			return nil, err
+		}
+		log.Info(fmt.Sprintf("running as %s (uid %d), without capabilities", as.name, as.uid))
 	}
 	cfg := plan.stack
 	cfg.TCPProbe = obsf.probe != ""
@@ -340,4 +350,23 @@ func createInterface(cmd string, cfg tunif.Config) (*tunif.Interface, error) {
 		return nil, usageErrorf("an interface named %q already exists: pick another --name, or remove it with: sudo ip link del %s", cfg.Name, cfg.Name)
 	}
 	return nil, &usageError{err}
+}
+
+// dropPrivileges gives the files that stay in use to the user, leaves a
+// janitor behind for the control socket, and drops.
+func dropPrivileges(as *runAs, obsf *observeFlags) error {
+	control := ""
+	if obsf.control != "off" {
+		control = obsf.control
+	}
+	pcap := obsf.pcap
+	if err := as.chown(control, pcap, obsf.probe); err != nil {
+		return err
+	}
+	if control != "" {
+		if err := startJanitor(control); err != nil {
+			return err
+		}
+	}
+	return as.drop()
 }

@@ -37,6 +37,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		ff   faultFlags
 		port int
 		serv string
+		usr  string
 	)
 	link.register(fs, tunif.DefaultName, tunif.DefaultAddrs)
 	logs.register(fs)
@@ -45,6 +46,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	tcpf.register(fs)
 	ff.register(fs)
 	fs.IntVar(&port, "port", 5000, "port of the ACK server (TCP and UDP) on the userspace stack; --serve ack:PORT says the same")
+	fs.StringVar(&usr, "user", "", "after creating the interface and the control socket as root, run as `USER` (name or uid), without any capability, before the first packet (default: the user who ran sudo, if any; root: stay root)")
 	fs.StringVar(&serv, "serve", "", "the apps to run on the userspace stack, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,discard:9,chargen:19,http:80 (default ack:--port)")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
@@ -80,8 +82,12 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	out := obsf.textOut(env)
+	as, err := lookupRunAs(usr)
+	if err != nil {
+		return err
+	}
 
-	ul, err := bringUp("up", plan, &obsf, env, opts.Logger)
+	ul, err := bringUp("up", plan, &obsf, env, opts.Logger, as)
 	if err != nil {
 		return err
 	}

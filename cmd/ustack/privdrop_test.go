@@ -28,7 +28,6 @@ func procStatus(t *testing.T, pid int, key string) string {
 	return ""
 }
 
-
 // TestUserDrop: ustack up --user nobody creates the device as root, then runs
 // as nobody without any capability; the control socket is nobody's and
 // root's only, and nothing is left when it stops, or when it is killed.

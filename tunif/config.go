@@ -56,6 +56,12 @@ type Config struct {
 	// each prefix through the interface. None is valid too: the interface
 	// is then only up.
 	Addrs []netip.Prefix
+	// Netns is the network namespace to create the interface in: "" for
+	// this process's, a name made with `ip netns add NAME` (a file under
+	// /run/netns), or the path of a namespace file such as
+	// /proc/PID/ns/net. Only the interface goes there: the process stays
+	// where it is, and reads and writes the device from here.
+	Netns string
 }
 
 // DefaultConfig returns the configuration of `ustack up` without flags.

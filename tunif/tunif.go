@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -73,6 +74,9 @@ type Interface struct {
 	index int
 	mtu   int
 	addrs []netip.Prefix
+	nl    *netlink.Handle // netlink in the interface's namespace
+	ns    netns.NsHandle  // that namespace, or -1 for this process's
+	netns string          // as Config.Netns said it
 
 	eventsDone chan struct{} // closed when drainEvents returns
 
@@ -94,25 +98,50 @@ func Create(cfg Config) (*Interface, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, createError(cfg.Name, nil, err)
 	}
-	if err := checkNameFree(cfg.Name); err != nil {
+	ns, err := openNetns(cfg.Netns)
+	if err != nil {
+		return nil, createError(cfg.Name, nil, err)
+	}
+	nl, err := netlinkAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, createError(cfg.Name, permission(err), fmt.Errorf("open netlink in namespace %s: %w", cfg.Netns, err))
+	}
+	fail := func(err error) (*Interface, error) {
+		nl.Close()
+		ns.Close()
 		return nil, err
 	}
-	file, err := openTUN(cfg.Name)
-	if err != nil {
-		return nil, err
+	if err := checkNameFree(nl, cfg.Name); err != nil {
+		return fail(err)
 	}
-	// CreateTUNFromFile reads back the flags, turns on the offloads, sets
-	// the MTU and starts the device's goroutines (link-event listeners).
-	dev, err := tun.CreateTUNFromFile(file, cfg.MTU)
+	var dev tun.Device
+	err = inNetns(ns, func() error {
+		file, err := openTUN(cfg.Name)
+		if err != nil {
+			return err
+		}
+		// CreateTUNFromFile reads back the flags, turns on the offloads,
+		// sets the MTU and starts the device's goroutines (link-event
+		// listeners), with sockets of the interface's namespace.
+		dev, err = tun.CreateTUNFromFile(file, cfg.MTU)
+		if err != nil {
+			file.Close() // the kernel removes the interface with its last fd
+			return createError(cfg.Name, permission(err), fmt.Errorf("set up the device: %w", err))
+		}
+		return nil
+	})
 	if err != nil {
-		file.Close() // the kernel removes the interface with its last fd
-		return nil, createError(cfg.Name, permission(err), fmt.Errorf("set up the device: %w", err))
+		return fail(err)
 	}
 	i := &Interface{
 		dev:        dev,
 		name:       cfg.Name,
 		mtu:        cfg.MTU,
 		addrs:      append([]netip.Prefix(nil), cfg.Addrs...),
+		nl:         nl,
+		ns:         ns,
+		netns:      cfg.Netns,
 		eventsDone: make(chan struct{}),
 	}
 	go i.drainEvents()
@@ -127,11 +156,11 @@ func Create(cfg Config) (*Interface, error) {
 }
 
 // checkNameFree returns an ErrNameInUse error if a link is called name.
-func checkNameFree(name string) error {
+func checkNameFree(nl *netlink.Handle, name string) error {
 	if strings.Contains(name, "%") {
 		return nil // a pattern: the kernel picks a free name
 	}
-	link, err := netlink.LinkByName(name)
+	link, err := nl.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &notFound):
@@ -192,7 +221,7 @@ func (i *Interface) configure(cfg Config) error {
 		return createError(cfg.Name, nil, fmt.Errorf("read the interface name: %w", err))
 	}
 	i.name = name
-	link, err := netlink.LinkByName(name)
+	link, err := i.nl.LinkByName(name)
 	if err != nil {
 		return createError(name, permission(err), fmt.Errorf("look up the new link: %w", err))
 	}
@@ -200,7 +229,7 @@ func (i *Interface) configure(cfg Config) error {
 
 	for _, p := range cfg.Addrs {
 		if p.Addr().Is6() {
-			if err := enableIPv6(name); err != nil {
+			if err := inNetns(i.ns, func() error { return enableIPv6(name) }); err != nil {
 				return createError(name, permission(err), err)
 			}
 			break
@@ -214,14 +243,14 @@ func (i *Interface) configure(cfg Config) error {
 			// bound to for the second or so DAD takes.
 			addr.Flags = unix.IFA_F_NODAD
 		}
-		if err := netlink.AddrAdd(link, addr); err != nil {
+		if err := i.nl.AddrAdd(link, addr); err != nil {
 			return createError(name, permission(err), fmt.Errorf("add address %v: %w", p, err))
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := i.nl.LinkSetUp(link); err != nil {
 		return createError(name, permission(err), fmt.Errorf("set link up: %w", err))
 	}
-	if err := waitRoutes(i.index, cfg.Addrs); err != nil {
+	if err := waitRoutes(i.nl, i.index, cfg.Addrs); err != nil {
 		return createError(name, permission(err), err)
 	}
 	if testHookConfigured != nil {
@@ -265,14 +294,14 @@ func enableIPv6(name string) error {
 // LinkSetUp returns, in which packets to the address are dropped
 // (Ip6InAddrErrors). Adding the addresses after LinkSetUp does not help: they
 // go through the same deferred work.
-func waitRoutes(index int, addrs []netip.Prefix) error {
+func waitRoutes(nl *netlink.Handle, index int, addrs []netip.Prefix) error {
 	if len(addrs) == 0 {
 		return nil
 	}
 	filter := &netlink.Route{LinkIndex: index, Table: unix.RT_TABLE_UNSPEC} // all tables
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		routes, err := nl.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return fmt.Errorf("list routes: %w", err)
 		}
@@ -360,9 +389,17 @@ func (i *Interface) Device() tun.Device { return i.dev }
 // ended and the link is gone, and returns an error if it is not. Calling it
 // again returns the first call's result.
 func (i *Interface) Close() error {
-	i.closeOnce.Do(func() { i.closeErr = i.close() })
+	i.closeOnce.Do(func() {
+		i.closeErr = i.close()
+		i.nl.Close()
+		i.ns.Close()
+	})
 	return i.closeErr
 }
+
+// Netns returns the namespace the interface is in, as Config.Netns said it
+// ("" for this process's).
+func (i *Interface) Netns() string { return i.netns }
 
 func (i *Interface) close() error {
 	deadline := time.Now().Add(closeTimeout)
@@ -384,7 +421,7 @@ func (i *Interface) close() error {
 		return errors.Join(errs...) // Create failed before it learnt the index
 	}
 	for {
-		link, err := netlink.LinkByIndex(i.index)
+		link, err := i.nl.LinkByIndex(i.index)
 		var notFound netlink.LinkNotFoundError
 		if errors.As(err, &notFound) || (err == nil && link.Attrs().Name != i.name) {
 			break

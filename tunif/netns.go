@@ -96,3 +96,24 @@ func inNetns(ns netns.NsHandle, f func() error) error {
 	}()
 	return <-errc
 }
+
+// InNetns runs f with the calling goroutine's OS thread in the network
+// namespace nsName names ("" for this process's): sockets f opens belong to
+// that namespace, and keep working from any thread afterwards.
+func InNetns(nsName string, f func() error) error {
+	ns, err := openNetns(nsName)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return inNetns(ns, f)
+}
+
+// CheckNetns reports whether the namespace nsName names can be opened.
+func CheckNetns(nsName string) error {
+	ns, err := openNetns(nsName)
+	if err == nil {
+		ns.Close()
+	}
+	return err
+}

@@ -82,6 +82,8 @@ func TestBadInput(t *testing.T) {
 		{"fault dir", []string{"up", "--fault-dir", "sideways"}, `want in, out or both`},
 		{"set with nothing", []string{"set"}, "nothing to set: give a fault flag"},
 		{"set without a running ustack", []string{"set", "--name", "nothere", "--loss", "1%"}, "no running ustack answers on "},
+		{"missing namespace", []string{"up", "--netns", "ustack-no-such-ns"}, "--netns: no such network namespace \"ustack-no-such-ns\": /run/netns/ustack-no-such-ns does not exist (make one with: ip netns add NAME)"},
+		{"missing namespace path", []string{"serve", "--kernel", "--netns", "/proc/999999999/ns/net"}, "--netns: no such network namespace"},
 		{"unknown user", []string{"up", "--user", "no-such-user-here"}, `--user "no-such-user-here": no such user`},
 		{"keepalive negative", []string{"up", "--keepalive", "-5s"}, "--keepalive -5s is negative"},
 		{"stats without a running ustack", []string{"stats", "--name", "nothere"}, "no running ustack answers on "},

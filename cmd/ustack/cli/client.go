@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ustack/ustack/app"
+	"github.com/ustack/ustack/tunif"
 )
 
 const clientAbout = `
@@ -100,16 +101,24 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 			}
 		}
 		d := net.Dialer{Timeout: timeout}
+		network := "tcp"
 		if udp {
-			conn, err := d.DialContext(ctx, "udp", target.String())
-			if err != nil {
-				return fmt.Errorf("udp to %s: %v", target, cause(err))
-			}
-			return interrupted(ctx, app.RunUDPClient(ctx, conn, msgs, opts))
+			network = "udp"
 		}
-		conn, err := d.DialContext(ctx, "tcp", target.String())
+		// With --netns, the socket is made in that namespace.
+		var conn net.Conn
+		err := tunif.InNetns(via.netns, func() (err error) {
+			conn, err = d.DialContext(ctx, network, target.String())
+			return err
+		})
 		if err != nil {
+			if errors.Is(err, tunif.ErrNoNetns) || errors.Is(err, tunif.ErrPermission) {
+				return netnsError(err)
+			}
 			return fmt.Errorf("connect to %s: %v", target, cause(err))
+		}
+		if udp {
+			return interrupted(ctx, app.RunUDPClient(ctx, conn, msgs, opts))
 		}
 		return interrupted(ctx, app.RunClient(ctx, conn, msgs, opts))
 	}
@@ -125,7 +134,7 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 	if !hasFamily(plan.stack.Addrs, target.Addr()) {
 		return usageErrorf("%s is an IPv%d address but the client's stack has none of that family: give a --via-addr of it", target.Addr(), family(target.Addr()))
 	}
-	if err := obsf.check(plan.iface.Name); err != nil {
+	if err := obsf.check(plan.iface.Name, plan.iface.Netns); err != nil {
 		return err
 	}
 	if plan.stack.TCP, err = tcpf.config(plan.stack.MTU); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -56,8 +57,16 @@ func runDir() string {
 	return defaultRunDir
 }
 
-// controlPath is the default control socket of the interface name.
-func controlPath(name string) string { return filepath.Join(runDir(), name+".sock") }
+// controlPath is the default control socket of the interface name in the
+// network namespace nsName ("" for ustack's own): NAME.sock, or
+// NAME@NAMESPACE.sock, so that ustack0 in two namespaces have a socket each.
+func controlPath(name, nsName string) string {
+	if nsName == "" {
+		return filepath.Join(runDir(), name+".sock")
+	}
+	ns := strings.Trim(strings.ReplaceAll(nsName, "/", "_"), "_")
+	return filepath.Join(runDir(), name+"@"+ns+".sock")
+}
 
 // controlServer serves the control protocol for one running stack.
 type controlServer struct {

@@ -114,10 +114,12 @@ func runSet(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("set", "sudo ustack set [--name ustack0] [--loss 5%] [--delay 20ms] ... [--clear]", setAbout)
 	var (
 		name, control string
+		nsName        string
 		clear         bool
 		ff            faultFlags
 	)
 	fs.StringVar(&name, "name", tunif.DefaultName, "`name` of the running ustack's interface")
+	fs.StringVar(&nsName, "netns", "", "the network `NAMESPACE` the running ustack's interface is in, as its --netns said")
 	fs.StringVar(&control, "control", "", "the control `SOCKET` (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+")")
 	fs.BoolVar(&clear, "clear", false, "turn every fault off first")
 	ff.register(fs)
@@ -137,7 +139,7 @@ func runSet(ctx context.Context, env *Env, args []string) error {
 		if err := (tunif.Config{Name: name, MTU: tunif.DefaultMTU}).Validate(); err != nil {
 			return usageErrorf("--name: %v", err)
 		}
-		control = controlPath(name)
+		control = controlPath(name, nsName)
 	}
 	// Start from what is in force, then change what was given.
 	resp, err := askControl(ctx, control, controlRequest{Op: "stats"})

@@ -92,6 +92,7 @@ type linkFlags struct {
 	stackAddr addrsFlag
 	mtu       int
 	noIPv6    bool
+	netns     string
 }
 
 // defaultStackAddr is the stack's address on a host prefix: the address after
@@ -116,6 +117,7 @@ func (l *linkFlags) register(fs *flagSet, name string, hosts []netip.Prefix) {
 	fs.Var(&l.stackAddr, p+"stack-addr", "the userspace stack's `address`, inside a host prefix; repeat for IPv4 and IPv6 (with only --"+p+"addr given: the address after each)")
 	fs.IntVar(&l.mtu, p+"mtu", tunif.DefaultMTU, "link MTU in bytes, 576..65535 (at least 1280 with IPv6)")
 	fs.BoolVar(&l.noIPv6, p+"no-ipv6", false, "IPv4 only: no IPv6 address on either side")
+	fs.StringVar(&l.netns, "netns", "", "create the interface in this network `NAMESPACE`: a name made with ip netns add (then: ip netns exec NAME nc ...), or a path like /proc/PID/ns/net; ustack itself stays where it is")
 }
 
 // linkPlan is a validated link: what tunif creates and what the stack takes.
@@ -177,8 +179,13 @@ func (l *linkFlags) plan() (linkPlan, error) {
 				p, h, p, defaultStackAddr(h))
 		}
 	}
+	if l.netns != "" {
+		if err := tunif.CheckNetns(l.netns); err != nil {
+			return linkPlan{}, netnsError(err)
+		}
+	}
 	plan := linkPlan{
-		iface: tunif.Config{Name: l.name, MTU: l.mtu, Addrs: hosts},
+		iface: tunif.Config{Name: l.name, MTU: l.mtu, Addrs: hosts, Netns: l.netns},
 		stack: stack.Config{Addrs: stackPrefixes, MTU: l.mtu},
 	}
 	if err := plan.iface.Validate(); err != nil {
@@ -347,7 +354,12 @@ func createInterface(cmd string, cfg tunif.Config) (*tunif.Interface, error) {
 	case errors.Is(err, tunif.ErrNoTUN):
 		return nil, usageErrorf("ustack %s cannot open /dev/net/tun: load the tun module: sudo modprobe tun (%v)", cmd, err)
 	case errors.Is(err, tunif.ErrNameInUse):
+		if cfg.Netns != "" {
+			return nil, usageErrorf("an interface named %q already exists in network namespace %s: pick another --name, or remove it with: sudo ip -n %s link del %s", cfg.Name, cfg.Netns, cfg.Netns, cfg.Name)
+		}
 		return nil, usageErrorf("an interface named %q already exists: pick another --name, or remove it with: sudo ip link del %s", cfg.Name, cfg.Name)
+	case errors.Is(err, tunif.ErrNoNetns):
+		return nil, netnsError(err)
 	}
 	return nil, &usageError{err}
 }
@@ -369,4 +381,15 @@ func dropPrivileges(as *runAs, obsf *observeFlags) error {
 		}
 	}
 	return as.drop()
+}
+
+// netnsError turns a namespace that cannot be opened into what to do.
+func netnsError(err error) error {
+	switch {
+	case errors.Is(err, tunif.ErrNoNetns):
+		return usageErrorf("--netns: %v", strings.TrimPrefix(err.Error(), "tunif: "))
+	case errors.Is(err, tunif.ErrPermission):
+		return usageErrorf("--netns: %v: entering another network namespace needs CAP_SYS_ADMIN: run it with sudo", err)
+	}
+	return usageErrorf("--netns: %v", err)
 }

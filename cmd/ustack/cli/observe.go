@@ -90,7 +90,7 @@ func (o *observeFlags) register(fs *flagSet) {
 }
 
 // check validates the flags before anything is created.
-func (o *observeFlags) check(name string) error {
+func (o *observeFlags) check(name, nsName string) error {
 	if o.traceFilter != "" {
 		if o.trace == traceOff {
 			return usageErrorf("--trace-filter needs --trace: add --trace (or --trace=verbose)")
@@ -116,7 +116,7 @@ func (o *observeFlags) check(name string) error {
 		}
 	}
 	if o.control == "" {
-		o.control = controlPath(name)
+		o.control = controlPath(name, nsName)
 	}
 	return nil
 }

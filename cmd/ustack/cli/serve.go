@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/ustack/ustack/tunif"
 )
 
 const serveAbout = `
@@ -22,14 +24,21 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 		kernel bool
 		listen string
 		serv   string
+		nsName string
 	)
 	fs.BoolVar(&kernel, "kernel", false, "serve on kernel sockets (required: the userspace-stack server is ustack up)")
 	fs.StringVar(&listen, "listen", ":5000", "`address:port` of the ACK server (TCP and UDP); an empty address means all of them, IPv4 and IPv6; port 0 picks a free one (the ready line says which); with --serve, only the address counts")
 	fs.StringVar(&serv, "serve", "", "the apps to run, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,http:8080 (default ack on --listen's port)")
+	fs.StringVar(&nsName, "netns", "", "listen in this network `NAMESPACE` (a name made with ip netns add, or a path like /proc/PID/ns/net); ustack itself stays where it is")
 	logs.register(fs)
 	srvf.register(fs)
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
+	}
+	if nsName != "" {
+		if err := tunif.CheckNetns(nsName); err != nil {
+			return netnsError(err)
+		}
 	}
 	if !kernel {
 		return usageErrorf("ustack serve runs the apps on kernel sockets and needs --kernel; for the userspace stack, run: sudo ustack up")
@@ -57,7 +66,11 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 	kernelApps := appStack{
 		name: "the kernel's TCP/IP stack",
 		listen: func(port uint16) ([]net.Listener, error) {
-			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+			var ln net.Listener
+			err := tunif.InNetns(nsName, func() (err error) {
+				ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -68,7 +81,11 @@ func runServe(ctx context.Context, env *Env, args []string) error {
 			if port == 0 && len(picked) > 0 {
 				port = picked[len(picked)-1].port
 			}
-			pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+			var pc net.PacketConn
+			err := tunif.InNetns(nsName, func() (err error) {
+				pc, err = (&net.ListenConfig{}).ListenPacket(ctx, "udp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}

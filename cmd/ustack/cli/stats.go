@@ -30,11 +30,13 @@ func runStats(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("stats", "sudo ustack stats [--name ustack0] [--json] [--watch 1s]", statsAbout)
 	var (
 		name    string
+		nsName  string
 		control string
 		asJSON  bool
 		watch   time.Duration
 	)
 	fs.StringVar(&name, "name", tunif.DefaultName, "`name` of the running ustack's interface")
+	fs.StringVar(&nsName, "netns", "", "the network `NAMESPACE` the running ustack's interface is in, as its --netns said")
 	fs.StringVar(&control, "control", "", "the control `SOCKET` to read (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+")")
 	fs.BoolVar(&asJSON, "json", false, "print JSON (one object per line with --watch) instead of text")
 	fs.DurationVar(&watch, "watch", 0, "print again every `INTERVAL` (like 1s) until Ctrl-C")
@@ -48,7 +50,7 @@ func runStats(ctx context.Context, env *Env, args []string) error {
 		if err := (tunif.Config{Name: name, MTU: tunif.DefaultMTU}).Validate(); err != nil {
 			return usageErrorf("--name: %v", err)
 		}
-		control = controlPath(name)
+		control = controlPath(name, nsName)
 	}
 	clear := watch > 0 && !asJSON && isTerminal(env.Stdout)
 	var tick <-chan time.Time

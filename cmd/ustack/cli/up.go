@@ -78,7 +78,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := obsf.check(plan.iface.Name); err != nil {
+	if err := obsf.check(plan.iface.Name, plan.iface.Netns); err != nil {
 		return err
 	}
 	out := obsf.textOut(env)

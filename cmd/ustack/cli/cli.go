@@ -44,6 +44,7 @@ func commands() []command {
 		{"up", "bring up the TUN interface, the userspace stack and the ACK server on it", runUp},
 		{"serve", "run the same ACK server on kernel sockets (--kernel)", runServe},
 		{"client", "the article's client, on its own userspace stack or on kernel sockets", runClient},
+		{"lab", "a lab without sudo: interface, stack and server in namespaces of their own, and a shell in them", runLab},
 		{"stats", "print the counters and connections of a running ustack", runStats},
 		{"set", "change the fault injection of a running ustack (--loss, --delay, ...)", runSet},
 		{"plot", "draw cwnd and ssthresh over time from a --tcp-probe CSV", runPlot},
@@ -114,6 +115,10 @@ var errHelpShown = errors.New("help shown")
 func report(env *Env, cmd string, err error) int {
 	if err == nil || errors.Is(err, errHelpShown) {
 		return exitOK
+	}
+	var status *exitStatus
+	if errors.As(err, &status) {
+		return status.code // a lab command's own status: it said why itself
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	if !strings.HasPrefix(msg, "ustack ") {

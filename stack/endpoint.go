@@ -152,9 +152,12 @@ func (e *Endpoint) SetFaults(cfg fault.Config) error {
 	if j := e.faults.Load(); j != nil {
 		return j.SetConfig(cfg)
 	}
-	if !cfg.Active() {
-		return cfg.Validate()
+	if cfg == (fault.Config{}) {
+		return nil
 	}
+	// An injector even without an active fault, when settings were given
+	// (a seed, a direction, a queue limit): a later SetFaults that turns
+	// a fault on keeps them. Inactive, it costs one atomic load a batch.
 	if e.stopping.Load() {
 		return fault.ErrClosed
 	}
@@ -589,6 +592,9 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			}
 			w.add()
 			if v.Dup {
+				if err := w.flushIfFull(); err != nil {
+					return len(all), &tcpip.ErrClosedForSend{}
+				}
 				dup := w.next(size)
 				copy(dup, buf)
 				if tapped {

@@ -88,3 +88,70 @@ func TestBadFaultsAreRefused(t *testing.T) {
 		t.Fatal("a loss of 150% was accepted")
 	}
 }
+
+// TestDuplicatesWithBatchOfOne: a duplicated packet needs a second transmit
+// buffer even when the device takes one packet a batch.
+func TestDuplicatesWithBatchOfOne(t *testing.T) {
+	da, db := newPipe(1, 1500)
+	a, err := New(da, Config{Addrs: []netip.Prefix{v4A}, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := New(db, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: fault.Config{Duplicate: 1, Dir: fault.Out, Seed: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("twice\n"))
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "twice\n" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	if st := b.Link().Faults().Stats(); st.Out.Duplicated == 0 {
+		t.Errorf("nothing duplicated: %+v", st)
+	}
+}
+
+// TestFaultSettingsWithoutAFaultAreKept: a seed and a direction given before
+// any fault stay in force when a fault is turned on later.
+func TestFaultSettingsWithoutAFaultAreKept(t *testing.T) {
+	da, _ := newPipe(8, 1500)
+	b, err := New(da, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: fault.Config{Seed: 42, Dir: fault.In, QueueLimit: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	j := b.Link().Faults()
+	if j == nil {
+		t.Fatal("the settings were dropped")
+	}
+	cfg := j.Config()
+	cfg.Loss = 0.05
+	if err := b.Link().SetFaults(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Link().Faults().Config(); got.Seed != 42 || got.Dir != fault.In || got.QueueLimit != 10 || got.Loss != 0.05 {
+		t.Errorf("config after turning loss on: %+v", got)
+	}
+}

@@ -506,3 +506,49 @@ func TestTapCostScript(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceReaderGoesAway: ustack up --trace | head — the reader quits; the
+// trace goes off with one log line, the stack runs on and stops cleanly.
+func TestTraceReaderGoesAway(t *testing.T) {
+	netnstest.Require(t)
+	needTool(t, "nc")
+	up := exec.Command(ustackBinary(t), "up", "--name", "ustack13", "--addr", "198.18.13.1/24", "--no-ipv6", "--trace")
+	var upErr syncBuffer
+	up.Stderr = &upErr
+	pipe, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		up.Process.Kill()
+		up.Wait()
+	}()
+	r := bufio.NewReader(pipe)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no ready line: %v\n%s", err, upErr.String())
+		}
+		if strings.Contains(line, "TCP Server running") {
+			break
+		}
+	}
+	pipe.Close() // the reader quits, like head
+	for i := range 3 {
+		msg := fmt.Sprintf("nobody reads the trace %d\n", i)
+		if got, err := run(t, 10*time.Second, msg, "nc", "-N", "198.18.13.2", "5000"); err != nil || got != "ACK: "+msg {
+			t.Fatalf("nc after the trace's reader left: %q, %v\n%s", got, err, upErr.String())
+		}
+	}
+	waitFor(t, "the log line", func() bool { return strings.Contains(upErr.String(), "trace: ") && strings.Contains(upErr.String(), "this tap is off") })
+	up.Process.Signal(syscall.SIGINT)
+	if err := up.Wait(); err != nil {
+		t.Errorf("ustack up: %v\n%s", err, upErr.String())
+	}
+	if linkExists("ustack13") {
+		t.Error("ustack13 is still there")
+	}
+}

@@ -317,13 +317,17 @@ func (l *userspaceLink) summary() string {
 // (connections are reset), lets the taps write their last packets, then
 // removes the interface and waits until the kernel has.
 func (l *userspaceLink) tearDown(summary io.Writer) error {
+	// The counters are read while the stack still has its NIC, and printed
+	// once the taps have written their last lines.
+	var snap *stack.Snapshot
 	if summary != nil {
-		if snap, err := l.obs.snapshot(); err == nil {
-			writeSnapshot(summary, l.iface.Name(), snap, false)
-		}
+		snap, _ = l.obs.snapshot()
 	}
 	l.stack.Close()
 	tapErr := l.obs.close()
+	if snap != nil {
+		writeSnapshot(summary, l.iface.Name(), snap, false)
+	}
 	if err := l.iface.Close(); err != nil {
 		return err
 	}

@@ -1,16 +1,17 @@
 package cli
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ustack/ustack/stack"
 	"github.com/ustack/ustack/stack/fault"
@@ -158,6 +159,10 @@ type tapRunner struct {
 // that a bad path fails before anything was made.
 func (o *observeFlags) open(env *Env, log *slog.Logger) (_ *observers, err error) {
 	obs := &observers{log: log, flags: o, out: o.textOut(env)}
+	// A reader of stdout that goes away (ustack up --trace | head) must
+	// make the write fail — which switches that tap off — rather than the
+	// signal end the stack.
+	signal.Ignore(syscall.SIGPIPE)
 	defer func() {
 		if err != nil {
 			obs.close()
@@ -197,23 +202,16 @@ func (obs *observers) listen() (err error) {
 // attach subscribes the taps to st's buses and starts their goroutines.
 func (obs *observers) attach(st *stack.Stack) {
 	obs.stack.Store(st)
-	if obs.control != nil {
-		obs.control.serve(obs.log)
-	}
-	if obs.metrics != nil {
-		obs.metrics.serve(obs.log)
-	}
 	packets := st.Link().Packets()
 	if obs.flags.trace != traceOff {
 		tr := trace.New(trace.Options{Verbose: obs.flags.trace == traceVerbose, Filter: obs.flags.filter})
-		w := bufio.NewWriter(obs.out)
+		w := &lineWriter{w: obs.out}
 		run(obs, "trace", packets.Subscribe(traceQueue, traceSnap), func(p tap.Packet) error {
 			if line, ok := tr.Line(p); ok {
-				w.WriteString(line)
-				w.WriteByte('\n')
+				return w.line(line)
 			}
 			return nil
-		}, w.Flush)
+		}, w.flush)
 	}
 	if obs.pcap != nil {
 		run(obs, "pcap", packets.Subscribe(pcapQueue, 0), func(p tap.Packet) error {
@@ -230,6 +228,38 @@ func (obs *observers) attach(st *stack.Stack) {
 		run(obs, "tcp-probe", st.Samples().Subscribe(probeQueue, 0), rec.sample, rec.flush)
 		run(obs, "tcp-probe packets", packets.Subscribe(probeQueue, traceSnap), rec.packet, rec.flush)
 	}
+	// Last: a stats request or a scrape reads the taps' list.
+	if obs.control != nil {
+		obs.control.serve(obs.log)
+	}
+	if obs.metrics != nil {
+		obs.metrics.serve(obs.log)
+	}
+}
+
+// lineWriter gathers whole trace lines and hands them to w in one Write each
+// time it is flushed or has gathered 32 KiB, so that a line is never cut by
+// another writer of the same stream (the ready lines, the summary).
+type lineWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (l *lineWriter) line(s string) error {
+	l.buf = append(append(l.buf, s...), '\n')
+	if len(l.buf) >= 32<<10 {
+		return l.flush()
+	}
+	return nil
+}
+
+func (l *lineWriter) flush() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := l.w.Write(l.buf)
+	l.buf = l.buf[:0]
+	return err
 }
 
 // run starts a consumer of sub: handle for each event, flush whenever the

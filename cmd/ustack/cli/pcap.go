@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -38,10 +36,8 @@ type pcapFile struct {
 func openPcap(path string, stdout io.Writer, maxBytes int64) (*pcapFile, error) {
 	p := &pcapFile{maxBytes: maxBytes}
 	if path == "-" {
-		// When the reader goes away (tcpdump -r - quits), the write must
-		// fail with EPIPE, which switches the tap off, rather than the
-		// signal killing the whole stack.
-		signal.Ignore(syscall.SIGPIPE)
+		// (SIGPIPE is ignored: when the reader goes away, tcpdump -r -
+		// quits, the write fails with EPIPE and switches the tap off.)
 		p.buf = bufio.NewWriterSize(stdout, 1<<16)
 	} else {
 		p.path = path

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -26,8 +27,13 @@ func (f percentFlag) String() string {
 func (f percentFlag) Set(s string) error {
 	p, err := fault.ParsePercent(s)
 	if err != nil {
-		// "--loss 150%" → "loss must be between 0% and 100%".
-		return fmt.Errorf("%s %s", f.name, strings.TrimPrefix(err.Error(), strconv.Quote(s)+": "))
+		// "--loss 150%" → "loss must be between 0% and 100%"; the
+		// flag package has already quoted the value.
+		msg := strings.TrimPrefix(err.Error(), strconv.Quote(s)+": ")
+		if strings.HasPrefix(msg, "must ") {
+			return fmt.Errorf("%s %s", f.name, msg)
+		}
+		return errors.New(msg)
 	}
 	*f.v = p
 	return nil
@@ -46,7 +52,7 @@ func (f rateFlag) String() string {
 func (f rateFlag) Set(s string) error {
 	r, err := fault.ParseRate(s)
 	if err != nil {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), strconv.Quote(s)+": "))
 	}
 	*f.v = r
 	return nil
@@ -65,9 +71,28 @@ func (f dirFlag) String() string {
 func (f dirFlag) Set(s string) error {
 	d, err := fault.ParseDir(s)
 	if err != nil {
-		return err
+		return errors.New("want in, out or both")
 	}
 	*f.v = d
+	return nil
+}
+
+// seedFlag is --seed: a number 0..2^64-1.
+type seedFlag struct{ v *uint64 }
+
+func (f seedFlag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.FormatUint(*f.v, 10)
+}
+
+func (f seedFlag) Set(s string) error {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return errors.New("give a whole number from 0 to 18446744073709551615 (0: a random seed)")
+	}
+	*f.v = n
 	return nil
 }
 
@@ -90,8 +115,8 @@ func (f *faultFlags) register(fs *flagSet) {
 	fs.Var(percentFlag{"duplicate", &c.Duplicate}, "duplicate", "send this `PERCENT` of packets twice")
 	fs.Var(rateFlag{&c.Rate}, "rate", "limit the link to `RATE` bits per second, like 10mbit or 1gbit (a token bucket: packets queue, and are tail-dropped beyond --queue-limit)")
 	fs.IntVar(&c.QueueLimit, "queue-limit", 0, "`PACKETS` that may wait for --rate before it drops (0: 1000, like a Linux txqueuelen)")
-	fs.Var(dirFlag{&c.Dir}, "fault-dir", "which way the faults apply: `in` (kernel → stack), out (stack → kernel) or both")
-	fs.Uint64Var(&c.Seed, "seed", 0, "seed of the fault decisions: the same `N` and the same packets give the same decisions (0: a random one, shown by ustack stats)")
+	fs.Var(dirFlag{&c.Dir}, "fault-dir", "which way the faults apply: in (kernel → stack), out (stack → kernel) or both (`in|out|both`)")
+	fs.Var(seedFlag{&c.Seed}, "seed", "seed of the fault decisions: the same `N` and the same packets give the same decisions (0: a random one, shown by ustack stats)")
 }
 
 // config returns the faults, checked.
@@ -108,7 +133,7 @@ its control socket: only the flags given change, the others keep their values.
 A lab can so turn loss up in the middle of a transfer:
   sudo ustack set --loss 10%        sudo ustack set --loss 0%        sudo ustack set --clear
 ustack stats shows the faults in force and what they did. The socket is
-root's: run it with sudo.`
+root's (and, with up --user, that user's): run it with sudo.`
 
 func runSet(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("set", "sudo ustack set [--name ustack0] [--loss 5%] [--delay 20ms] ... [--clear]", setAbout)
@@ -134,6 +159,10 @@ func runSet(ctx context.Context, env *Env, args []string) error {
 	}
 	if given == 0 && !clear {
 		return usageErrorf("nothing to set: give a fault flag, like --loss 5%%, or --clear (run ustack set --help)")
+	}
+	// The values given must be good on their own, before asking anyone.
+	if err := ff.cfg.Validate(); err != nil {
+		return usageErrorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	if control == "" {
 		if err := (tunif.Config{Name: name, MTU: tunif.DefaultMTU}).Validate(); err != nil {

@@ -23,8 +23,8 @@ Prints the counters of a running ustack (up or client), read over its control
 socket: packets and bytes in and out per layer (link, IPv4, IPv6, ICMP, TCP,
 UDP), TCP opens, retransmissions and timeouts, every drop with its reason, the
 taps, and a line per TCP connection like ss -ti (state, cwnd, ssthresh, srtt,
-retransmissions, queues). --watch repeats it. The socket is root's: run it
-with sudo.`
+retransmissions, queues). --watch repeats it. The socket is root's (and, with
+up --user, that user's): run it with sudo.`
 
 func runStats(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("stats", "sudo ustack stats [--name ustack0] [--json] [--watch 1s]", statsAbout)

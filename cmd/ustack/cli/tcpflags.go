@@ -79,11 +79,11 @@ type tcpFlags struct {
 
 func (t *tcpFlags) register(fs *flagSet) {
 	t.sack, t.rack = true, true
-	fs.StringVar(&t.cfg.CC, "cc", stack.Cubic, "TCP congestion control: `reno` (RFC 5681: halve cwnd on a loss) or cubic (RFC 9438: regrow it on a cubic curve)")
+	fs.StringVar(&t.cfg.CC, "cc", stack.Cubic, "TCP congestion control: reno (RFC 5681: halve cwnd on a loss) or cubic (RFC 9438: regrow it on a cubic curve) (`reno|cubic`)")
 	fs.Var(onOff{&t.sack}, "sack", "selective acknowledgements, RFC 2018 (`on|off`): a loss costs one retransmission, not a window")
 	fs.Var(onOff{&t.rack}, "rack", "RACK-TLP loss detection, RFC 8985 (`on|off`); off: three duplicate ACKs and the retransmission timer only")
 	fs.Var(onOff{&t.cfg.Nagle}, "nagle", "Nagle's algorithm, RFC 896 (`on|off`): hold small writes while data is unacknowledged")
-	fs.Var(noDelayedACK{}, "delayed-ack", "not available: netstack acknowledges after each batch of segments, with no delayed-ACK timer")
+	fs.Var(noDelayedACK{}, "delayed-ack", "not available (`on|off` is refused with the reason): netstack acknowledges after each batch of segments, with no delayed-ACK timer")
 	fs.IntVar(&t.cfg.MSS, "mss", 0, "cap the TCP maximum segment size at `BYTES` (0: the MTU minus 40)")
 	fs.Var(bufRangeFlag{&t.cfg.RcvBuf}, "tcp-rcvbuf", "TCP receive buffer `MIN,DEFAULT,MAX` in bytes (default 4096,65535,65535: at most 64 KiB, so no window scaling; above that, see the README's Known limits)")
 	fs.Var(bufRangeFlag{&t.cfg.SndBuf}, "tcp-sndbuf", "TCP send buffer `MIN,DEFAULT,MAX` in bytes (default 4096,1048576,4194304)")

@@ -25,6 +25,10 @@ type TCPSample struct {
 	FastRecovery   bool   // in fast recovery (RFC 6582)
 }
 
+// maxProbeConns bounds how many connections probeState remembers; Snapshot
+// forgets the closed ones.
+const maxProbeConns = 4096
+
 // probeState keeps, per connection, the first and last SND.UNA the probe saw,
 // for the bytes-acknowledged column of the connection table.
 type probeState struct {
@@ -57,6 +61,14 @@ func (s *Stack) onProbe(st *tcp.TCPEndpointState) {
 	s.probe.mu.Lock()
 	seen, ok := s.probe.acked[key]
 	if !ok {
+		if len(s.probe.acked) >= maxProbeConns {
+			// Forget one at random: bounded memory matters more than
+			// one connection's bytes-acknowledged column.
+			for k := range s.probe.acked {
+				delete(s.probe.acked, k)
+				break
+			}
+		}
 		seen[0] = sample.SndUna
 	}
 	seen[1] = sample.SndUna

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Defaults, as in DESIGN.md: a person types `sudo ustack up` and nothing else.
+// Defaults: a person types `sudo ustack up` and nothing else.
 const (
 	DefaultName = "ustack0"
 	DefaultMTU  = 1500

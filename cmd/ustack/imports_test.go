@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestImportGraph pins DESIGN.md's dependency direction, so the layers stay
+// TestImportGraph pins the design's dependency direction (README, "The layers in the code"), so the layers stay
 // visible in the folders: cmd/ustack → app, stack, tunif; stack reaches the
 // device only through tun.Device and never configures it (no netlink); tunif
 // knows nothing of gVisor; app knows no stack at all. It follows imports
@@ -51,7 +51,7 @@ func TestImportGraph(t *testing.T) {
 		for imp := range seen {
 			for _, b := range bad {
 				if imp == strings.TrimSuffix(b, "/") || strings.HasPrefix(imp, b) || strings.HasPrefix(imp, b+"/") {
-					t.Errorf("%s reaches %s: DESIGN.md forbids %s → %s", layer, imp, layer, b)
+					t.Errorf("%s reaches %s: the layering forbids %s → %s", layer, imp, layer, b)
 				}
 			}
 		}

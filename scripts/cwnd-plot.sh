@@ -5,13 +5,16 @@
 #   scripts/cwnd-plot.sh [OUT.png|OUT.svg]     (default docs/cwnd.png)
 #
 # It builds ustack (or takes $USTACK_BIN), then, as root and in a network
-# namespace of its own (sudo unshare -n), runs `ustack up --tcp-probe`, sends
-# 8 MiB of base64 lines through the ACK server with nc, stops ustack and runs
+# namespace of its own (sudo unshare -n), runs `ustack up --tcp-probe` on a
+# link that loses 1% of packets each way with 2 ms of delay (so the picture
+# has losses to recover from: $USTACK_PLOT_LOSS changes the loss), sends
+# 2 MiB of base64 lines through the ACK server with nc, stops ustack and runs
 # `ustack plot`. Nothing is left behind: the namespace ends with the script.
 set -euo pipefail
 
 out=${1:-docs/cwnd.png}
-size_mib=${USTACK_PLOT_MIB:-8}
+size_mib=${USTACK_PLOT_MIB:-2}
+loss=${USTACK_PLOT_LOSS:-1%}
 
 if [[ -z ${USTACK_BIN:-} ]]; then
 	cd "$(dirname "$0")/.."
@@ -20,7 +23,7 @@ if [[ -z ${USTACK_BIN:-} ]]; then
 	export USTACK_BIN
 fi
 if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN,USTACK_PLOT_MIB "$0" "$@"
+	exec sudo --preserve-env=USTACK_BIN,USTACK_PLOT_MIB,USTACK_PLOT_LOSS "$0" "$@"
 fi
 if [[ ${USTACK_PLOT_NETNS:-} != 1 ]]; then
 	for tool in unshare nc ip; do
@@ -40,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$USTACK_BIN" up --no-ipv6 --quiet --tcp-probe "$work/probe.csv" >"$work/up.out" 2>&1 &
+"$USTACK_BIN" up --no-ipv6 --quiet --tcp-probe "$work/probe.csv" --loss "$loss" --delay 2ms --seed 1 >"$work/up.out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
 	grep -q "TCP Server running" "$work/up.out" && break
@@ -56,4 +59,4 @@ echo "$sent ACK lines back"
 kill -INT "$pid"
 wait "$pid"
 pid=
-"$USTACK_BIN" plot "$work/probe.csv" -o "$out" --title "ustack: cwnd of the ACK server's replies during a ${size_mib} MiB transfer"
+"$USTACK_BIN" plot "$work/probe.csv" -o "$out" --title "ustack: cwnd of the ACK server's replies, ${size_mib} MiB at ${loss} loss"

@@ -74,11 +74,13 @@ func (r *probeRecorder) sample(s stack.TCPSample) error {
 	if !c.seen {
 		c.base = s.SndUna
 	}
+	// netstack's own accounting can dip below zero for a moment (seen:
+	// SackedOut -2 during SACK recovery); the CSV says "none" then.
 	rec := probe.Record{
 		Time: s.Time.Sub(r.start), Conn: key, State: c.state,
-		Cwnd: s.Cwnd, Ssthresh: s.Ssthresh, MSS: s.MSS,
-		SRTT: s.SRTT, RTTVar: s.RTTVar, RTO: s.RTO,
-		InFlight: s.InFlight, SackedOut: s.SackedOut, SndWnd: s.SndWnd,
+		Cwnd: max(s.Cwnd, 0), Ssthresh: max(s.Ssthresh, 0), MSS: max(s.MSS, 0),
+		SRTT: max(s.SRTT, 0), RTTVar: max(s.RTTVar, 0), RTO: max(s.RTO, 0),
+		InFlight: max(s.InFlight, 0), SackedOut: max(s.SackedOut, 0), SndWnd: max(s.SndWnd, 0),
 		SndUna: s.SndUna - c.base, SndNxt: s.SndNxt - c.base,
 		Retransmits: c.retransmits,
 	}

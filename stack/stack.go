@@ -63,6 +63,10 @@ type Config struct {
 	// Faults is the fault injection on the link at start; Link().SetFaults
 	// changes it later.
 	Faults fault.Config
+	// Forward, when set, turns on forwarding mode (forward.go): connections
+	// to any other destination the kernel routes into the TUN are carried on
+	// over kernel sockets.
+	Forward *ForwardConfig
 }
 
 // Stack is a running netstack attached to a TUN device.
@@ -75,6 +79,7 @@ type Stack struct {
 	tcp     TCPConfig // with the defaults filled in
 	closing atomic.Bool
 	once    sync.Once
+	fwd     *forwarder // nil without Config.Forward
 }
 
 // New builds a netstack on dev with cfg's addresses and starts reading
@@ -113,6 +118,10 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 	if err := s.configure(cfg.TCP); err != nil {
 		// The NIC may exist already, and with it the read loop: tear down
 		// as Close does.
+		s.Close()
+		return nil, err
+	}
+	if err := s.startForwarding(cfg.Forward); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -216,9 +225,11 @@ func (s *Stack) Done() <-chan struct{} { return s.ep.Done() }
 // Err returns why the stack stopped on its own, or nil.
 func (s *Stack) Err() error { return s.ep.Err() }
 
-// Close tears the stack down in this order: stop reading from the device; close
-// every TCP/UDP endpoint (open connections are reset, through the still-open
-// device); destroy the stack and wait for its goroutines; close the device.
+// Close tears the stack down in this order: stop reading from the device; reset
+// the forwarded flows and cancel their dials; close every TCP/UDP endpoint
+// (open connections are reset, through the still-open device); wait for the
+// forwarded flows' goroutines; destroy the stack and wait for its goroutines;
+// close the device.
 // Connections handed out before are unusable afterwards. Safe to call twice.
 func (s *Stack) Close() error {
 	s.once.Do(func() {
@@ -227,7 +238,13 @@ func (s *Stack) Close() error {
 		// No more held-back packets: the injector's goroutine must not
 		// deliver into a stack being torn down.
 		s.ep.closeFaults()
+		// Forwarded flows: no new ones, dials cancelled, open ones reset
+		// through the still-open device. A handshake still in progress
+		// ends with ns.Close, so the flows' goroutines are waited for
+		// only after it.
+		s.fwd.stop()
 		s.ns.Close()
+		s.fwd.wait()
 		// Wait removes the NIC, which closes the link endpoint and the
 		// device (Endpoint.Close), then waits for the read loop.
 		s.ns.Wait()

@@ -39,6 +39,8 @@ type Snapshot struct {
 	// Endpoints is how many transport endpoints netstack has registered
 	// (TCP connections, listeners and those in TIME-WAIT, UDP sockets).
 	Endpoints int `json:"endpoints"`
+	// Forward is the forwarding mode's counters; nil when it is off.
+	Forward *ForwardStats `json:"forward,omitempty"`
 }
 
 // ProcessInfo is what a process uses: for leak checks and the soak test.
@@ -249,6 +251,10 @@ func (s *Stack) Snapshot() *Snapshot {
 	}
 	snap.Conns = s.conns()
 	snap.Endpoints = len(s.ns.RegisteredEndpoints())
+	if s.fwd != nil {
+		fs := s.ForwardStats()
+		snap.Forward = &fs
+	}
 	s.forgetClosed(snap.Conns)
 	return snap
 }
@@ -256,7 +262,7 @@ func (s *Stack) Snapshot() *Snapshot {
 func ipCounters(ip *tcpip.IPStats) IPCounters {
 	return IPCounters{
 		PacketsReceived: ip.PacketsReceived.Value(), PacketsDelivered: ip.PacketsDelivered.Value(),
-		PacketsSent: ip.PacketsSent.Value(), Malformed: ip.MalformedPacketsReceived.Value() + ip.MalformedFragmentsReceived.Value(),
+		PacketsSent: ip.PacketsSent.Value(), Malformed: ip.MalformedPacketsReceived.Value(), // netstack counts a malformed fragment here too, and again in MalformedFragmentsReceived
 		BadDestination: ip.InvalidDestinationAddressesReceived.Value(), BadSource: ip.InvalidSourceAddressesReceived.Value(),
 		OutgoingErrors: ip.OutgoingPacketErrors.Value(),
 	}

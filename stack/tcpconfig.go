@@ -32,8 +32,10 @@ type TCPConfig struct {
 	// Nagle turns on Nagle's algorithm (RFC 896): small writes wait while
 	// data is unacknowledged, to be sent together.
 	Nagle bool
-	// MSS caps the maximum segment size the stack advertises and sends;
-	// 0: the link MTU minus the IP and TCP headers.
+	// MSS caps the maximum segment size the stack advertises in its SYN:
+	// what the peer may send it. netstack's own segments follow the peer's
+	// MSS and the path MTU; it has no cap of its own on them (unlike
+	// Linux's TCP_MAXSEG). 0: the link MTU minus the IP and TCP headers.
 	MSS int
 	// RcvBuf and SndBuf are the receive and send buffer sizes; zero fields
 	// take the defaults: receive {4096, 65535, 65535} (no window scaling:

@@ -56,6 +56,10 @@ type Config struct {
 	// each prefix through the interface. None is valid too: the interface
 	// is then only up.
 	Addrs []netip.Prefix
+	// Routes are more destinations to route through the interface, on top
+	// of the prefixes of Addrs: 0.0.0.0/0 and ::/0 make it the default
+	// route. Each needs an address of its family in Addrs.
+	Routes []netip.Prefix
 	// Netns is the network namespace to create the interface in: "" for
 	// this process's, a name made with `ip netns add NAME` (a file under
 	// /run/netns), or the path of a namespace file such as
@@ -108,6 +112,18 @@ func (c Config) Validate() error {
 			return fmt.Errorf("address %v is given twice (%v and %v)", a, prev, p)
 		}
 		seen[a] = p
+	}
+	for _, r := range c.Routes {
+		if !r.IsValid() || r.Addr().Is4In6() {
+			return fmt.Errorf("route %v is not a valid prefix (want e.g. 0.0.0.0/0)", r)
+		}
+		has := false
+		for _, p := range c.Addrs {
+			has = has || p.Addr().Is4() == r.Addr().Is4()
+		}
+		if !has {
+			return fmt.Errorf("route %v needs an IPv%d address on the interface", r, map[bool]int{true: 4, false: 6}[r.Addr().Is4()])
+		}
 	}
 	return nil
 }

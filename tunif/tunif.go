@@ -253,6 +253,12 @@ func (i *Interface) configure(cfg Config) error {
 	if err := waitRoutes(i.nl, i.index, cfg.Addrs); err != nil {
 		return createError(name, permission(err), err)
 	}
+	for _, r := range cfg.Routes {
+		route := &netlink.Route{LinkIndex: i.index, Dst: ipNet(r.Masked()), Scope: netlink.SCOPE_LINK}
+		if err := i.nl.RouteAdd(route); err != nil {
+			return createError(name, permission(err), fmt.Errorf("add route %v: %w", r, err))
+		}
+	}
 	if testHookConfigured != nil {
 		return testHookConfigured(i)
 	}

@@ -44,6 +44,7 @@ func commands() []command {
 		{"up", "bring up the TUN interface, the userspace stack and the ACK server on it", runUp},
 		{"serve", "run the same ACK server on kernel sockets (--kernel)", runServe},
 		{"client", "the article's client, on its own userspace stack or on kernel sockets", runClient},
+		{"run", "run a command whose every connection is carried by a userspace stack in forwarding mode", runRun},
 		{"lab", "a lab without sudo: interface, stack and server in namespaces of their own, and a shell in them", runLab},
 		{"stats", "print the counters and connections of a running ustack", runStats},
 		{"set", "change the fault injection of a running ustack (--loss, --delay, ...)", runSet},
@@ -64,6 +65,8 @@ func Run(ctx context.Context, args []string, env *Env) int {
 	switch name {
 	case janitorArg:
 		return runJanitor(args[1:])
+	case netnsHolderArg:
+		return runNetnsHolder()
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && name == "help" {
 			return Run(ctx, []string{args[1], "--help"}, env)

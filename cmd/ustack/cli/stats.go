@@ -141,6 +141,15 @@ func writeSnapshot(w io.Writer, name string, s *stack.Snapshot, conns bool) {
 		fmt.Fprintf(tw, "process\tpid %d, %d goroutines, %d fds\tRSS %s, heap %s, %d netstack endpoints\n",
 			p.PID, p.Goroutines, p.FDs, bytesString(p.RSSBytes), bytesString(p.HeapBytes), s.Endpoints)
 	}
+	if f := s.Forward; f != nil {
+		for _, v := range []struct {
+			name string
+			c    stack.FlowStats
+		}{{"tcp", f.TCP}, {"udp", f.UDP}} {
+			fmt.Fprintf(tw, "forward\t%s: %d flows opened, %d active\trefused: %d not allowed, %d dial failed, %d over the limit; %s out, %s in\n",
+				v.name, v.c.Opened, v.c.Active, v.c.NotAllowed, v.c.DialFailed, v.c.OverLimit, bytesString(v.c.BytesOut), bytesString(v.c.BytesIn))
+		}
+	}
 	if f := s.Faults; f != nil {
 		fmt.Fprintf(tw, "faults\t%s\t\n", f.Settings)
 		for _, d := range []struct {

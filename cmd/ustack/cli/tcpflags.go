@@ -84,7 +84,7 @@ func (t *tcpFlags) register(fs *flagSet) {
 	fs.Var(onOff{&t.rack}, "rack", "RACK-TLP loss detection, RFC 8985 (`on|off`); off: three duplicate ACKs and the retransmission timer only")
 	fs.Var(onOff{&t.cfg.Nagle}, "nagle", "Nagle's algorithm, RFC 896 (`on|off`): hold small writes while data is unacknowledged")
 	fs.Var(noDelayedACK{}, "delayed-ack", "not available (`on|off` is refused with the reason): netstack acknowledges after each batch of segments, with no delayed-ACK timer")
-	fs.IntVar(&t.cfg.MSS, "mss", 0, "cap the TCP maximum segment size at `BYTES` (0: the MTU minus 40)")
+	fs.IntVar(&t.cfg.MSS, "mss", 0, "announce this TCP maximum segment size, `BYTES`, in the stack's SYNs: the largest segment the peer may send it (netstack's own segments follow the peer's MSS); 0: the MTU minus 40")
 	fs.Var(bufRangeFlag{&t.cfg.RcvBuf}, "tcp-rcvbuf", "TCP receive buffer `MIN,DEFAULT,MAX` in bytes (default 4096,65535,65535: at most 64 KiB, so no window scaling; above that, see the README's Known limits)")
 	fs.Var(bufRangeFlag{&t.cfg.SndBuf}, "tcp-sndbuf", "TCP send buffer `MIN,DEFAULT,MAX` in bytes (default 4096,1048576,4194304)")
 	fs.Var(onOff{&t.cfg.ModerateRcvBuf}, "moderate-rcvbuf", "grow the receive buffer with the measured bandwidth-delay product, up to its max (`on|off`)")

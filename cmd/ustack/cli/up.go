@@ -35,6 +35,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		obsf observeFlags
 		tcpf tcpFlags
 		ff   faultFlags
+		fwd  forwardFlags
 		port int
 		serv string
 		usr  string
@@ -45,6 +46,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	obsf.register(fs)
 	tcpf.register(fs)
 	ff.register(fs)
+	fwd.register(fs)
 	fs.IntVar(&port, "port", 5000, "port of the ACK server (TCP and UDP) on the userspace stack; --serve ack:PORT says the same")
 	fs.StringVar(&usr, "user", "", "after creating the interface and the control socket as root, run as `USER` (name or uid), without any capability, before the first packet (default: the user who ran sudo, if any; root: stay root)")
 	fs.StringVar(&serv, "serve", "", "the apps to run on the userspace stack, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,discard:9,chargen:19,http:80 (default ack:--port)")
@@ -74,9 +76,15 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	if plan.stack.Faults, err = ff.config(); err != nil {
 		return err
 	}
+	if plan.stack.Forward, err = fwd.config(plan.iface.Addrs); err != nil {
+		return err
+	}
 	opts, err := srvf.options(logs, env)
 	if err != nil {
 		return err
+	}
+	if plan.stack.Forward != nil {
+		plan.stack.Forward.Logger = opts.Logger
 	}
 	if err := obsf.check(plan.iface.Name, plan.iface.Netns); err != nil {
 		return err
@@ -101,6 +109,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	fmt.Fprintf(out, "%s  ·  MTU %d\n", ul.summary(), ul.iface.MTU())
 	if j := st.Link().Faults(); j != nil {
 		fmt.Fprintf(out, "faults: %s\n", j.Config())
+	}
+	if f := plan.stack.Forward; f != nil {
+		fmt.Fprintf(out, "forwarding to %s\n", joinWithSpace(f.Allow))
 	}
 	for _, line := range readyLines(specs, "userspace stack", plan.stack.Addrs[0].Addr()) {
 		fmt.Fprintln(out, line)

@@ -16,7 +16,7 @@ sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
 
 missing=()
-for pair in ip:iproute2 nc:netcat-openbsd ping:iputils-ping tcpdump:tcpdump setpriv:util-linux unshare:util-linux curl:curl; do
+for pair in ip:iproute2 nc:netcat-openbsd ping:iputils-ping tcpdump:tcpdump setpriv:util-linux unshare:util-linux nsenter:util-linux sysctl:procps curl:curl; do
 	PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then

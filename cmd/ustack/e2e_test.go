@@ -102,7 +102,7 @@ func needTool(t *testing.T, name string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
 		netnstest.Skipf(t, "%s is not installed (apt-get install %s)", name, map[string]string{
-			"nc": "netcat-openbsd", "curl": "curl", "ping": "iputils-ping", "tcpdump": "tcpdump", "setpriv": "util-linux", "unshare": "util-linux",
+			"nc": "netcat-openbsd", "curl": "curl", "ip": "iproute2", "nsenter": "util-linux", "sysctl": "procps", "ping": "iputils-ping", "tcpdump": "tcpdump", "setpriv": "util-linux", "unshare": "util-linux",
 		}[name])
 	}
 }

@@ -543,7 +543,9 @@ func TestTraceReaderGoesAway(t *testing.T) {
 			t.Fatalf("nc after the trace's reader left: %q, %v\n%s", got, err, upErr.String())
 		}
 	}
-	waitFor(t, "the log line", func() bool { return strings.Contains(upErr.String(), "trace: ") && strings.Contains(upErr.String(), "this tap is off") })
+	waitFor(t, "the log line", func() bool {
+		return strings.Contains(upErr.String(), "trace: ") && strings.Contains(upErr.String(), "this tap is off")
+	})
 	up.Process.Signal(syscall.SIGINT)
 	if err := up.Wait(); err != nil {
 		t.Errorf("ustack up: %v\n%s", err, upErr.String())

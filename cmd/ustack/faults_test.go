@@ -184,3 +184,22 @@ func TestLossLabScript(t *testing.T) {
 		t.Errorf("no retransmissions at 5%% loss:\n%s", out)
 	}
 }
+
+// TestRACKLabScript: with RACK-TLP on, ustack's default, a transfer at 10%
+// loss both ways completes (with it off, netstack stalls: scripts/rack-lab.sh
+// shows it; docs/labs.md has the figures).
+func TestRACKLabScript(t *testing.T) {
+	netnstest.Require(t)
+	needTool(t, "nc")
+	needTool(t, "unshare")
+	bin := ustackBinary(t)
+	cmd := exec.Command("../../scripts/rack-lab.sh", "200", "60")
+	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_RACK_LOSSES=10%", "USTACK_RACK_SEEDS=1 2", "USTACK_RACK_MODES=on")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/rack-lab.sh: %v\n%s", err, out)
+	}
+	if n := len(regexp.MustCompile(`(?m)^10%\s+on\s+\d\s+\d+\.\d s$`).FindAll(out, -1)); n != 2 {
+		t.Errorf("want two finished runs with RACK on at 10%% loss:\n%s", out)
+	}
+}

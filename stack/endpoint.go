@@ -113,6 +113,61 @@ type EndpointStats struct {
 	// The same, per IP version.
 	RxIPv4Packets, RxIPv4Bytes, RxIPv6Packets, RxIPv6Bytes atomic.Uint64
 	TxIPv4Packets, TxIPv4Bytes, TxIPv6Packets, TxIPv6Bytes atomic.Uint64
+
+	// The same, per transport protocol of the packets (the IP header's
+	// protocol or next-header field; IPv6 extension headers count as
+	// other): Rx[ProtoTCP].Packets, …
+	Rx, Tx [numProtos]struct{ Packets, Bytes atomic.Uint64 }
+}
+
+// Transport protocols the link counts packets and bytes of.
+const (
+	ProtoTCP = iota
+	ProtoUDP
+	ProtoICMP // ICMPv4 and ICMPv6
+	ProtoOther
+	numProtos
+)
+
+// transportOf classifies an IP packet by the protocol it carries, reading one
+// byte of its header.
+func transportOf(pkt []byte) int {
+	var p byte
+	switch {
+	case len(pkt) >= header.IPv4MinimumSize && header.IPVersion(pkt) == header.IPv4Version:
+		p = pkt[9] // RFC 791 §3.1: protocol
+	case len(pkt) >= header.IPv6MinimumSize && header.IPVersion(pkt) == header.IPv6Version:
+		p = pkt[6] // RFC 8200 §3: next header
+	default:
+		return ProtoOther
+	}
+	switch p {
+	case 6:
+		return ProtoTCP
+	case 17:
+		return ProtoUDP
+	case 1, 58:
+		return ProtoICMP
+	}
+	return ProtoOther
+}
+
+// protoCount adds up packets and bytes per transport protocol for a batch.
+type protoCount [numProtos]struct{ packets, bytes uint64 }
+
+func (c *protoCount) add(pkt []byte) {
+	i := transportOf(pkt)
+	c[i].packets++
+	c[i].bytes += uint64(len(pkt))
+}
+
+func (c *protoCount) flush(to *[numProtos]struct{ Packets, Bytes atomic.Uint64 }) {
+	for i := range c {
+		if c[i].packets > 0 {
+			to[i].Packets.Add(c[i].packets)
+			to[i].Bytes.Add(c[i].bytes)
+		}
+	}
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -490,6 +545,7 @@ type receiver struct {
 	now                  time.Time
 	delivered, bytes, v4 uint64
 	v4Bytes, dropped     uint64
+	protos               protoCount
 }
 
 func (e *Endpoint) newReceiver() receiver {
@@ -528,6 +584,7 @@ func (r *receiver) receive(pkt []byte, note string) {
 	pb.DecRef()
 	r.delivered++
 	r.bytes += uint64(len(pkt))
+	r.protos.add(pkt)
 	if proto == header.IPv4ProtocolNumber {
 		r.v4++
 		r.v4Bytes += uint64(len(pkt))
@@ -543,6 +600,7 @@ func (r *receiver) count() {
 	st.RxIPv4Bytes.Add(r.v4Bytes)
 	st.RxIPv6Packets.Add(r.delivered - r.v4)
 	st.RxIPv6Bytes.Add(r.bytes - r.v4Bytes)
+	r.protos.flush(&st.Rx)
 	if r.dropped > 0 {
 		st.RxDropped.Add(r.dropped)
 	}
@@ -666,9 +724,11 @@ func (w *txWriter) flush() error {
 		return nil
 	}
 	var bytes, v4, v4Bytes uint64
+	var protos protoCount
 	for i := range n {
 		pkt := e.txBufs[i][DeviceOffset : DeviceOffset+e.txSizes[i]]
 		bytes += uint64(len(pkt))
+		protos.add(pkt)
 		if header.IPVersion(pkt) == header.IPv4Version {
 			v4++
 			v4Bytes += uint64(len(pkt))
@@ -680,6 +740,7 @@ func (w *txWriter) flush() error {
 	e.stats.TxIPv4Bytes.Add(v4Bytes)
 	e.stats.TxIPv6Packets.Add(uint64(n) - v4)
 	e.stats.TxIPv6Bytes.Add(bytes - v4Bytes)
+	protos.flush(&e.stats.Tx)
 	return nil
 }
 

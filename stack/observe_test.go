@@ -132,3 +132,49 @@ func TestTapsProbeAndSnapshot(t *testing.T) {
 		t.Error("the packet bus is still active after its subscriber left")
 	}
 }
+
+func TestLinkCountsPerTransportProtocol(t *testing.T) {
+	a, b, _ := newStackPair(t, 8, 1500)
+	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("x"))
+	io.ReadFull(c, make([]byte, 1))
+	c.Close()
+	u, err := a.DialUDP("udp", "198.18.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Write([]byte("to a closed port: ICMP port unreachable comes back"))
+	u.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := b.Snapshot().Link
+		if l.Rx.TCP.Packets >= 3 && l.Tx.TCP.Packets >= 2 && l.Rx.UDP.Packets == 1 && l.Tx.ICMP.Packets == 1 {
+			if l.Rx.TCP.Bytes < 3*40 || l.Rx.UDP.Bytes != 20+8+50 || l.Rx.TCP.Packets+l.Rx.UDP.Packets+l.Rx.ICMP.Packets+l.Rx.Other.Packets != l.RxPackets {
+				t.Errorf("per-protocol counters %+v / %+v do not add up to the link's %d packets", l.Rx, l.Tx, l.RxPackets)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("per-protocol counters: rx %+v tx %+v", l.Rx, l.Tx)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

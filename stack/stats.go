@@ -3,6 +3,7 @@ package stack
 import (
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -77,6 +78,28 @@ type LinkCounters struct {
 	RxDropped     uint64 `json:"rx_dropped"`
 	RxReadErrors  uint64 `json:"rx_read_errors"`
 	TxErrors      uint64 `json:"tx_errors"`
+	// Per transport protocol, as the IP header names it.
+	Rx ProtoCounters `json:"rx_by_protocol"`
+	Tx ProtoCounters `json:"tx_by_protocol"`
+}
+
+// ProtoCounters is packets and bytes per transport protocol.
+type ProtoCounters struct {
+	TCP   PacketsBytes `json:"tcp"`
+	UDP   PacketsBytes `json:"udp"`
+	ICMP  PacketsBytes `json:"icmp"` // ICMPv4 and ICMPv6
+	Other PacketsBytes `json:"other"`
+}
+
+// PacketsBytes is a packet count and the bytes of those packets.
+type PacketsBytes struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func protoCounters(c *[numProtos]struct{ Packets, Bytes atomic.Uint64 }) ProtoCounters {
+	pb := func(i int) PacketsBytes { return PacketsBytes{c[i].Packets.Load(), c[i].Bytes.Load()} }
+	return ProtoCounters{TCP: pb(ProtoTCP), UDP: pb(ProtoUDP), ICMP: pb(ProtoICMP), Other: pb(ProtoOther)}
 }
 
 // IPCounters is one IP version's counters (netstack's per-NIC IPStats).
@@ -180,6 +203,7 @@ func (s *Stack) Snapshot() *Snapshot {
 		TxIPv4Packets: ls.TxIPv4Packets.Load(), TxIPv4Bytes: ls.TxIPv4Bytes.Load(),
 		TxIPv6Packets: ls.TxIPv6Packets.Load(), TxIPv6Bytes: ls.TxIPv6Bytes.Load(),
 		RxDropped: ls.RxDropped.Load(), RxReadErrors: ls.RxReadErrors.Load(), TxErrors: ls.TxErrors.Load(),
+		Rx: protoCounters(&ls.Rx), Tx: protoCounters(&ls.Tx),
 	}
 	st := s.ns.Stats()
 	if info, ok := s.ns.NICInfo()[nicID]; ok {

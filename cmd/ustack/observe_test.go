@@ -197,6 +197,12 @@ func TestObserve(t *testing.T) {
 		if v := value("ustack_link_packets_total", map[string]string{"direction": "rx", "ip": "4"}); v < 10 {
 			t.Errorf("ustack_link_packets_total{rx,4} = %v", v)
 		}
+		if v := value("ustack_link_transport_bytes_total", map[string]string{"direction": "rx", "protocol": "tcp"}); v < 100 {
+			t.Errorf("ustack_link_transport_bytes_total{rx,tcp} = %v", v)
+		}
+		if v := value("ustack_icmp_echo_replies_total", map[string]string{"ip": "4"}); v < 2 {
+			t.Errorf("ustack_icmp_echo_replies_total{4} = %v", v)
+		}
 		if v := value("ustack_tcp_passive_opens_total", nil); v < 2 {
 			t.Errorf("ustack_tcp_passive_opens_total = %v", v)
 		}

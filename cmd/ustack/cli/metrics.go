@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ustack/ustack/stack"
+	"github.com/ustack/ustack/stack/fault"
 )
 
 // metric is one Prometheus metric read from a Snapshot.
@@ -58,6 +59,14 @@ func stackMetrics() []metric {
 					{float64(l.TxIPv4Bytes), []string{"tx", "4"}}, {float64(l.TxIPv6Bytes), []string{"tx", "6"}},
 				}
 			}),
+		counter("link_transport_packets_total", "IP packets that crossed the TUN device, by direction and the transport protocol they carry.", []string{"direction", "protocol"},
+			func(s *stack.Snapshot) []labelled {
+				return byProto(s, func(p stack.PacketsBytes) uint64 { return p.Packets })
+			}),
+		counter("link_transport_bytes_total", "Bytes of IP packets that crossed the TUN device, by direction and the transport protocol they carry.", []string{"direction", "protocol"},
+			func(s *stack.Snapshot) []labelled {
+				return byProto(s, func(p stack.PacketsBytes) uint64 { return p.Bytes })
+			}),
 		counter("ip_packets_received_total", "IP packets netstack received, by IP version.", []string{"ip"},
 			func(s *stack.Snapshot) []labelled {
 				return []labelled{{float64(s.IPv4.PacketsReceived), []string{"4"}}, {float64(s.IPv6.PacketsReceived), []string{"6"}}}
@@ -82,6 +91,61 @@ func stackMetrics() []metric {
 			func(s *stack.Snapshot) []labelled {
 				return []labelled{{float64(s.ICMP.V4EchoRequestsIn), []string{"4"}}, {float64(s.ICMP.V6EchoRequestsIn), []string{"6"}}}
 			}),
+		counter("icmp_echo_replies_total", "Echo replies (ping) sent, by IP version.", []string{"ip"},
+			func(s *stack.Snapshot) []labelled {
+				return []labelled{{float64(s.ICMP.V4EchoRepliesOut), []string{"4"}}, {float64(s.ICMP.V6EchoRepliesOut), []string{"6"}}}
+			}),
+		counter("tcp_fast_recoveries_total", "Times TCP entered fast recovery (RFC 6582) after a loss.", nil, func(s *stack.Snapshot) []labelled { return one(s.TCP.FastRecoveries) }),
+		counter("fault_packets_total", "Packets fault injection saw, and what it did to them, by direction.", []string{"direction", "action"},
+			func(s *stack.Snapshot) []labelled {
+				if s.Faults == nil {
+					return nil
+				}
+				var out []labelled
+				for _, d := range []struct {
+					dir string
+					c   fault.DirStats
+				}{{"in", s.Faults.Stats.In}, {"out", s.Faults.Stats.Out}} {
+					for _, a := range []struct {
+						action string
+						v      uint64
+					}{{"seen", d.c.Packets}, {"lost", d.c.Lost}, {"corrupted", d.c.Corrupted}, {"duplicated", d.c.Duplicated},
+						{"reordered", d.c.Reordered}, {"delayed", d.c.Delayed}, {"rate_queued", d.c.RateQueued}, {"rate_dropped", d.c.RateDropped}} {
+						out = append(out, labelled{float64(a.v), []string{d.dir, a.action}})
+					}
+				}
+				return out
+			}),
+		counter("forward_flows_total", "Forwarded flows by protocol and outcome (forwarding mode).", []string{"protocol", "outcome"},
+			func(s *stack.Snapshot) []labelled {
+				if s.Forward == nil {
+					return nil
+				}
+				var out []labelled
+				for _, p := range []struct {
+					name string
+					c    stack.FlowStats
+				}{{"tcp", s.Forward.TCP}, {"udp", s.Forward.UDP}} {
+					out = append(out,
+						labelled{float64(p.c.Opened), []string{p.name, "opened"}},
+						labelled{float64(p.c.NotAllowed), []string{p.name, "not_allowed"}},
+						labelled{float64(p.c.DialFailed), []string{p.name, "dial_failed"}},
+						labelled{float64(p.c.OverLimit), []string{p.name, "over_limit"}})
+				}
+				return out
+			}),
+		gauge("process_goroutines", "Goroutines of the ustack process.", nil, func(s *stack.Snapshot) []labelled {
+			if s.Process == nil {
+				return nil
+			}
+			return one(uint64(s.Process.Goroutines))
+		}),
+		gauge("process_resident_memory_bytes", "Resident memory of the ustack process.", nil, func(s *stack.Snapshot) []labelled {
+			if s.Process == nil {
+				return nil
+			}
+			return one(s.Process.RSSBytes)
+		}),
 		counter("tcp_active_opens_total", "TCP connections the stack opened (it sent the SYN).", nil, func(s *stack.Snapshot) []labelled { return one(s.TCP.ActiveOpens) }),
 		counter("tcp_passive_opens_total", "TCP connections the stack accepted (it received the SYN).", nil, func(s *stack.Snapshot) []labelled { return one(s.TCP.PassiveOpens) }),
 		gauge("tcp_established", "TCP connections in ESTABLISHED now.", nil, func(s *stack.Snapshot) []labelled { return one(s.TCP.Established) }),
@@ -132,6 +196,22 @@ func stackMetrics() []metric {
 				return out
 			}),
 	}
+}
+
+// byProto lists a per-protocol link counter for both directions.
+func byProto(s *stack.Snapshot, v func(stack.PacketsBytes) uint64) []labelled {
+	var out []labelled
+	for _, d := range []struct {
+		dir string
+		c   stack.ProtoCounters
+	}{{"rx", s.Link.Rx}, {"tx", s.Link.Tx}} {
+		out = append(out,
+			labelled{float64(v(d.c.TCP)), []string{d.dir, "tcp"}},
+			labelled{float64(v(d.c.UDP)), []string{d.dir, "udp"}},
+			labelled{float64(v(d.c.ICMP)), []string{d.dir, "icmp"}},
+			labelled{float64(v(d.c.Other)), []string{d.dir, "other"}})
+	}
+	return out
 }
 
 // tcpStates are RFC 9293's state names, in the order of the state diagram.

@@ -107,11 +107,15 @@ func writeSnapshot(w io.Writer, name string, s *stack.Snapshot, conns bool) {
 		l.RxPackets, bytesString(l.RxBytes), l.RxIPv4Packets, l.RxIPv6Packets,
 		l.TxPackets, bytesString(l.TxBytes), l.TxIPv4Packets, l.TxIPv6Packets)
 	for _, v := range []struct {
-		name string
-		c    stack.IPCounters
-	}{{"ipv4", s.IPv4}, {"ipv6", s.IPv6}} {
-		fmt.Fprintf(tw, "%s\tin %d, delivered up %d\tout %d\n", v.name, v.c.PacketsReceived, v.c.PacketsDelivered, v.c.PacketsSent)
+		name           string
+		c              stack.IPCounters
+		rxBytes, txByt uint64
+	}{{"ipv4", s.IPv4, l.RxIPv4Bytes, l.TxIPv4Bytes}, {"ipv6", s.IPv6, l.RxIPv6Bytes, l.TxIPv6Bytes}} {
+		fmt.Fprintf(tw, "%s\tin %d, %s, delivered up %d\tout %d, %s\n", v.name, v.c.PacketsReceived, bytesString(v.rxBytes), v.c.PacketsDelivered, v.c.PacketsSent, bytesString(v.txByt))
 	}
+	fmt.Fprintf(tw, "by protocol\tin: tcp %d/%s, udp %d/%s, icmp %d/%s, other %d\tout: tcp %d/%s, udp %d/%s, icmp %d/%s, other %d\n",
+		l.Rx.TCP.Packets, bytesString(l.Rx.TCP.Bytes), l.Rx.UDP.Packets, bytesString(l.Rx.UDP.Bytes), l.Rx.ICMP.Packets, bytesString(l.Rx.ICMP.Bytes), l.Rx.Other.Packets,
+		l.Tx.TCP.Packets, bytesString(l.Tx.TCP.Bytes), l.Tx.UDP.Packets, bytesString(l.Tx.UDP.Bytes), l.Tx.ICMP.Packets, bytesString(l.Tx.ICMP.Bytes), l.Tx.Other.Packets)
 	c := s.ICMP
 	fmt.Fprintf(tw, "icmp\tin %d (echo requests %d)\tout %d (echo replies %d)\n",
 		c.V4In+c.V6In, c.V4EchoRequestsIn+c.V6EchoRequestsIn, c.V4Out+c.V6Out, c.V4EchoRepliesOut+c.V6EchoRepliesOut)

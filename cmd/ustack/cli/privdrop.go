@@ -156,10 +156,14 @@ func startJanitor(socket string) error {
 	if err != nil {
 		return fmt.Errorf("start the control socket's janitor: %w", err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
+	// A raw pipe: its write end stays open, unused, for as long as this
+	// process lives (an *os.File would be closed by its finalizer), and
+	// the kernel closes it when the process ends, however it ends.
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return fmt.Errorf("start the control socket's janitor: %w", err)
 	}
+	r := os.NewFile(uintptr(fds[0]), "janitor")
 	cmd := exec.Command(self, janitorArg, socket, strconv.FormatUint(ino, 10))
 	cmd.Stdin = r
 	// Its own process group: a Ctrl-C for ustack must not end the janitor
@@ -167,20 +171,13 @@ func startJanitor(socket string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		r.Close()
-		w.Close()
+		syscall.Close(fds[1])
 		return fmt.Errorf("start the control socket's janitor: %w", err)
 	}
 	r.Close()
-	// w stays open, unused, for as long as this process lives; the kernel
-	// closes it when the process ends.
-	janitorPipe = w
 	go cmd.Wait()
 	return nil
 }
-
-// janitorPipe is the janitor's end-of-life signal; kept so it is not closed
-// by the garbage collector.
-var janitorPipe *os.File
 
 // runJanitor waits until stdin ends (the ustack that started it is gone),
 // then removes the socket if it is still the one of that ustack.

@@ -216,8 +216,11 @@ func runServiceConformance(t *testing.T, env serviceEnv, sc serviceCase) {
 		var logs logBuffer
 		s := sc.new(ServerOptions{Logger: newLogger(&logs), IdleTimeout: 200 * time.Millisecond})
 		addr := startService(t, env, s)
-		c := env.dial(t, addr) // and then neither send nor read
+		// The clock starts before the dial: the server's idle timer starts
+		// after it, so the drop can come no sooner than the timeout, even
+		// if this goroutine is not scheduled for a while after the dial.
 		start := time.Now()
+		c := env.dial(t, addr) // and then neither send nor read
 		waitConns(t, s, 1)
 		waitConns(t, s, 0)
 		if d := time.Since(start); d < 150*time.Millisecond {

@@ -207,9 +207,9 @@ func (s *HTTPServer) connState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		ip, port := hostPort(c.RemoteAddr())
-		s.log.Debug("Client connected: "+article(ip, port), "client", c.RemoteAddr().String())
+		s.log.Debug("Client connected: "+article(ip, port), "client", addrString(c.RemoteAddr()))
 	case http.StateClosed, http.StateHijacked:
-		s.log.Debug("Client disconnected", "client", c.RemoteAddr().String())
+		s.log.Debug("Client disconnected", "client", addrString(c.RemoteAddr()))
 		s.release(sc)
 	}
 }
@@ -236,7 +236,7 @@ func (s *HTTPServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
 	ip, port := remote, ""
 	if c != nil {
-		remote = c.RemoteAddr().String()
+		remote = addrString(c.RemoteAddr())
 		ip, port = hostPort(c.RemoteAddr())
 	}
 	msg := fmt.Sprintf("%s %s from %s: %d, %d bytes",

@@ -135,6 +135,7 @@ type trackedListener struct{ net.Listener }
 // the disconnect log line; only the connection's own goroutines touch them.
 type serverConn struct {
 	net.Conn
+	remote         net.Addr // at accept: gonet's RemoteAddr is nil once the connection is closed or reset
 	forced         atomic.Bool
 	received, sent int64
 	digest         string // discard: the SHA-256 of what was received, for the disconnect line
@@ -270,7 +271,7 @@ func (s *core) shuttingDown() bool {
 // accept loop keeps draining the backlog even when the limit is reached. An
 // admitted connection must be released exactly once when it is done.
 func (s *core) admit(c net.Conn) (*serverConn, bool) {
-	sc := &serverConn{Conn: c}
+	sc := &serverConn{Conn: c, remote: c.RemoteAddr()}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -282,7 +283,7 @@ func (s *core) admit(c net.Conn) (*serverConn, bool) {
 		c.Close()
 		ip, port := hostPort(c.RemoteAddr())
 		s.log.Warn(fmt.Sprintf("Refusing client %s: connection limit %d reached", article(ip, port), s.maxConns),
-			"client", c.RemoteAddr().String())
+			"client", addrString(c.RemoteAddr()))
 		return nil, false
 	}
 	s.conns[sc] = struct{}{}
@@ -411,7 +412,7 @@ func (s *core) ActiveConns() int {
 func (s *core) serveConn(c *serverConn) {
 	remote := c.RemoteAddr()
 	ip, port := hostPort(remote)
-	log := s.log.With("client", remote.String())
+	log := s.log.With("client", addrString(remote))
 	log.Info("Client connected: " + article(ip, port))
 
 	err := s.handle(c, log)
@@ -606,4 +607,21 @@ func loggable(p []byte) string {
 		n--
 	}
 	return fmt.Sprintf("%s… (%d bytes)", p[:n], len(p))
+}
+
+// RemoteAddr is the client's address as it was at accept (or, if it was gone
+// already, whatever the connection says now, possibly nil).
+func (c *serverConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// addrString is a.String(), or "<nil>" for no address.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "<nil>"
+	}
+	return a.String()
 }

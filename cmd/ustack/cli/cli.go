@@ -48,6 +48,7 @@ func commands() []command {
 		{"lab", "a lab without sudo: interface, stack and server in namespaces of their own, and a shell in them", runLab},
 		{"stats", "print the counters and connections of a running ustack", runStats},
 		{"set", "change the fault injection of a running ustack (--loss, --delay, ...)", runSet},
+		{"bench", "measure the kernel and ustack side by side in private namespaces: throughput, latency, connection rate", runBench},
 		{"plot", "draw cwnd and ssthresh over time from a --tcp-probe CSV", runPlot},
 		{"version", "print the version", runVersion},
 	}

@@ -288,7 +288,12 @@ died=
 stats=
 stats_at=
 sample() {
-	stats=$(timeout 30 "$USTACK_BIN" stats --json) || { echo "soak.sh: ustack stats --json failed" >&2; return 1; }
+	# One retry: on a loaded machine (a CI runner under -race) one answer
+	# may take longer than the control socket's 15 s; two in a row is a
+	# hang worth failing on.
+	stats=$(timeout 30 "$USTACK_BIN" stats --json) ||
+		{ sleep 1 && stats=$(timeout 30 "$USTACK_BIN" stats --json); } ||
+		{ echo "soak.sh: ustack stats --json failed twice" >&2; return 1; }
 	local e=$(($(date +%s) - t0))
 	stats_at=$e
 	echo "$e,$(json goroutines <<<"$stats"),$(json fds <<<"$stats"),$(json rss_bytes <<<"$stats"),$(json heap_bytes <<<"$stats"),$(json endpoints <<<"$stats"),$(json established <<<"$stats"),$(json retransmits <<<"$stats")" >>"$work/samples.csv"

@@ -56,7 +56,7 @@ func TestRun(t *testing.T) {
 		if err != nil || string(out) != want {
 			t.Errorf("ustack run %v: %q, %v, want %q\n%s", extra, out, err, want, stderr.String())
 		}
-		if !strings.Contains(stderr.String(), "forwarding to 10.77.0.1/32") || !strings.Contains(stderr.String(), "forward  tcp: 1 flows opened") {
+		if !strings.Contains(stderr.String(), "forwarding to 10.77.0.1/32") || !regexpMatch(`forward\s+tcp: 1 flows opened`, stderr.String()) {
 			t.Errorf("ustack run's own lines:\n%s", stderr.String())
 		}
 		if len(extra) > 0 && !regexpMatch(`retransmits: [1-9]`, stderr.String()) {

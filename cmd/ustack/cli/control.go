@@ -30,7 +30,7 @@ const (
 	// maxControlRequest bounds one request line.
 	maxControlRequest = 64 << 10
 	// controlTimeout bounds a whole exchange on the socket.
-	controlTimeout = 5 * time.Second
+	controlTimeout = 15 * time.Second
 )
 
 // controlRequest is one request on the control socket.

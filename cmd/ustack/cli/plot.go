@@ -132,7 +132,7 @@ func (f *lengthFlag) Set(s string) error {
 			return fmt.Errorf("%q is not a length like 8in, 20cm or 800px", s)
 		}
 		if l < plotMinSide || l > plotMaxSide {
-			return fmt.Errorf("%s is out of range: it must be %s..%s (%.0f..%.0fpx)", s,
+			return fmt.Errorf("%q is out of range: it must be %s..%s (%.0f..%.0fpx)", s,
 				fmtInches(plotMinSide), fmtInches(plotMaxSide), plotMinSide.Dots(vgimg.DefaultDPI), plotMaxSide.Dots(vgimg.DefaultDPI))
 		}
 		f.l, f.s = l, s

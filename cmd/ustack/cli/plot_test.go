@@ -275,7 +275,7 @@ func TestPlotErrors(t *testing.T) {
 		{[]string{"-o", csv + ".png", csv + ".png"}, "ustack plot: --output " + csv + ".png would overwrite the CSV: name another file"},
 		{[]string{"--width", "20", csv}, `ustack plot: invalid value "20" for flag --width: "20" has no unit: say 8in, 20cm, 200mm, 576pt or 768px (run ustack plot --help)`},
 		{[]string{"--height", "xcm", csv}, `ustack plot: invalid value "xcm" for flag --height: "xcm" is not a length like 8in, 20cm or 800px (run ustack plot --help)`},
-		{[]string{"--width", "100in", csv}, `ustack plot: invalid value "100in" for flag --width: 100in is out of range: it must be 1in..40in (96..3840px) (run ustack plot --help)`},
+		{[]string{"--width", "100in", csv}, `ustack plot: invalid value "100in" for flag --width: "100in" is out of range: it must be 1in..40in (96..3840px) (run ustack plot --help)`},
 		{[]string{"-o", filepath.Join(dir, "no", "such", "dir.png"), "--conn", plotConnB, csv}, "ustack plot: write " + filepath.Join(dir, "no", "such", "dir.png") + ": no such file or directory"},
 	} {
 		stdout, stderr, code := runPlotTest(t, tc.args...)

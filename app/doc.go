@@ -50,6 +50,7 @@
 //	            (ServerOptions.IdleTimeout); also each write's deadline  negative: none
 //	all TCP     accept back-off after EMFILE/ENFILE                      5ms doubling to 1s
 //	all TCP     Shutdown: grace for open connections                     the ctx given; then closed
+//	ACK (TCP)   time to send a whole line (slowloris), from the last     the idle timeout
 //	ACK (TCP)   input buffered per connection                            MaxChunk+2 = 64 KiB + 2
 //	ACK (TCP)   reply payload; longer lines are answered in pieces       MaxChunk = 64 KiB
 //	ACK (TCP)   replies buffered per connection                          16 KiB

@@ -47,7 +47,7 @@ const (
 // The zero value is usable.
 type ServerOptions struct {
 	Logger      *slog.Logger  // nil: slog.Default()
-	IdleTimeout time.Duration // 0: DefaultIdleTimeout; negative: none
+	IdleTimeout time.Duration // 0: DefaultIdleTimeout; negative: none. The ACK server counts it from the end of the last line, so a line trickled in a byte at a time (slowloris) is cut off too
 	MaxConns    int           // 0: DefaultMaxConns
 	// MaxBytes bounds what a service generates rather than echoes: chargen
 	// closes a connection after sending this many bytes, and HTTP's /bytes
@@ -530,7 +530,11 @@ func (s *Server) ack(c *serverConn, log *slog.Logger) error {
 		if err = w.Flush(); err != nil {
 			break
 		}
-		if s.idle > 0 {
+		if s.idle > 0 && len(b) == 0 {
+			// The clock runs from the end of the last message, and a
+			// message's bytes do not restart it: a client trickling a
+			// byte at a time (slowloris) is closed after the idle
+			// timeout like a silent one.
 			c.SetReadDeadline(time.Now().Add(s.idle))
 		}
 		_, err = r.Peek(len(b) + 1) // blocks until at least one more byte, or an error

@@ -662,3 +662,35 @@ type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "pipe" }
+
+// TestSlowlorisIsCutOff: bytes of a line that never ends do not restart the
+// idle timeout; the client is closed after it, like a silent one.
+func TestSlowlorisIsCutOff(t *testing.T) {
+	checkNoLeaks(t)
+	var logs logBuffer
+	_, addr := startServer(t, ServerOptions{Logger: newLogger(&logs), IdleTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	c := dial(t, addr)
+	ping(t, c, "a whole line first")
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 100; i++ {
+			if _, err := c.Write([]byte("x")); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	n, err := c.Read(make([]byte, 1))
+	if n != 0 || err == nil {
+		t.Fatalf("slowloris client: Read = %d, %v; want it closed", n, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("a client trickling a byte every 50 ms was closed only after %v, with a 300 ms idle timeout", d)
+	}
+	c.Close()
+	<-done
+	logs.waitFor(t, "Client idle for 300ms, closing")
+}

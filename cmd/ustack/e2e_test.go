@@ -58,7 +58,10 @@ func ustackBinary(t *testing.T) string {
 			if err != nil {
 				return err
 			}
-			dir, err := os.MkdirTemp("", "ustack-e2e-")
+			// Under the namespace's private run directory, which the
+			// test binary removes when it ends (tunif/netnstest): a
+			// copy per run would otherwise pile up in /tmp.
+			dir, err := os.MkdirTemp(os.Getenv(netnstest.RunDirEnv), "ustack-e2e-")
 			if err != nil {
 				return err
 			}

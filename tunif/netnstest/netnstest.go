@@ -110,6 +110,13 @@ func child(m *testing.M) int {
 			return 2
 		}
 		defer os.RemoveAll(dir)
+		// Others may pass through (not list it): a test runs a program
+		// kept in there as an unprivileged user; the sockets in it are
+		// 0600 anyway.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			fmt.Fprintf(os.Stderr, "netnstest: %v\n", err)
+			return 2
+		}
 		os.Setenv(RunDirEnv, dir)
 	}
 	return m.Run()

@@ -29,7 +29,9 @@ func TestNetns(t *testing.T) {
 	}
 	inNS("ip", "link", "set", "lo", "up")
 
-	p := start(t, "TCP Server running", "up", "--netns", ns)
+	// As nobody after the set-up, too: the drop must not break what the
+	// namespace needs at teardown.
+	p := start(t, "TCP Server running", "up", "--netns", ns, "--user", "nobody")
 	if linkExists("ustack0") {
 		t.Error("ustack0 is in the test's namespace, not in " + ns)
 	}
@@ -58,5 +60,9 @@ func TestNetns(t *testing.T) {
 	}
 	if out, err := inNS("ip", "link", "show", "ustack0"); err == nil {
 		t.Errorf("ustack0 still exists in %s:\n%s", ns, out)
+	}
+	exec.Command("ip", "netns", "del", ns).Run()
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), ns) {
+		t.Errorf("the namespace %s is still listed:\n%s", ns, out)
 	}
 }

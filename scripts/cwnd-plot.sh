@@ -16,32 +16,9 @@ out=${1:-docs/cwnd.png}
 size_mib=${USTACK_PLOT_MIB:-2}
 loss=${USTACK_PLOT_LOSS:-1%}
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	cd "$(dirname "$0")/.."
-	USTACK_BIN=$(mktemp -d)/ustack
-	go build -o "$USTACK_BIN" ./cmd/ustack
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN,USTACK_PLOT_MIB,USTACK_PLOT_LOSS "$0" "$@"
-fi
-if [[ ${USTACK_PLOT_NETNS:-} != 1 ]]; then
-	for tool in unshare nc ip; do
-		command -v "$tool" >/dev/null || { echo "cwnd-plot.sh: $tool is missing (apt-get install util-linux netcat-openbsd iproute2)" >&2; exit 1; }
-	done
-	USTACK_PLOT_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-# From here on: root, in a fresh network namespace.
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
-pid=
-cleanup() {
-	[[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "nc" "netcat-openbsd" USTACK_PLOT_MIB USTACK_PLOT_LOSS
 
 "$USTACK_BIN" up --no-ipv6 --quiet --tcp-probe "$work/probe.csv" --loss "$loss" --delay 2ms --seed 1 >"$work/up.out" 2>&1 &
 pid=$!

@@ -12,31 +12,9 @@ set -euo pipefail
 size_mb=${1:-4}
 losses=${USTACK_LAB_LOSSES:-"0% 1% 5% 10%"}
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	cd "$(dirname "$0")/.."
-	USTACK_BIN=$(mktemp -d)/ustack
-	go build -o "$USTACK_BIN" ./cmd/ustack
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN,USTACK_LAB_LOSSES "$0" "$@"
-fi
-if [[ ${USTACK_LAB_NETNS:-} != 1 ]]; then
-	for tool in unshare curl ip; do
-		command -v "$tool" >/dev/null || { echo "loss-lab.sh: $tool is missing (apt-get install util-linux curl iproute2)" >&2; exit 1; }
-	done
-	USTACK_LAB_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
-pid=
-cleanup() {
-	[[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "curl" "curl" USTACK_LAB_LOSSES
 
 bytes=$((size_mb * 1000000))
 json() { grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2; }

@@ -29,35 +29,13 @@
 set -euo pipefail
 size_mb=${1:-2}
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	USTACK_BIN=$(mktemp -d)/ustack
-	(cd "$(dirname "$0")/.." && go build -o "$USTACK_BIN" ./cmd/ustack)
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN "$0" "$@"
-fi
-if [[ ${USTACK_MTULAB_NETNS:-} != 1 ]]; then
-	for tool in unshare nsenter setpriv curl ip sysctl; do
-		command -v "$tool" >/dev/null || { echo "mtu-lab.sh: $tool is missing (apt-get install util-linux curl iproute2 procps)" >&2; exit 1; }
-	done
-	USTACK_MTULAB_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-# From here on: root, in a fresh network namespace: the router.
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
-pid='' hostpid=''
-cleanup() {
-	if [[ -n $pid ]] && kill -INT "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "nsenter setpriv curl sysctl" "curl procps"
+hostpid=''
+at_exit() {
 	if [[ -n $hostpid ]] && kill "$hostpid" 2>/dev/null; then wait "$hostpid" 2>/dev/null || true; fi
-	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT # Ctrl-C: once the command running now returns, clean up
-trap 'exit 143' TERM
-fail() { echo "mtu-lab.sh: $*" >&2; exit 1; }
 
 # The host: a network namespace inside this one, held open by a sleeping
 # process of ours — no name under /run/netns, nothing to forget. It ends when

@@ -17,31 +17,9 @@ losses=${USTACK_RACK_LOSSES:-"2% 10%"}
 seeds=${USTACK_RACK_SEEDS:-"1 2 3"}
 modes=${USTACK_RACK_MODES:-"on off"}
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	cd "$(dirname "$0")/.."
-	USTACK_BIN=$(mktemp -d)/ustack
-	go build -o "$USTACK_BIN" ./cmd/ustack
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN,USTACK_RACK_LOSSES,USTACK_RACK_SEEDS,USTACK_RACK_MODES "$0" "$@"
-fi
-if [[ ${USTACK_LAB_NETNS:-} != 1 ]]; then
-	for tool in unshare nc ip base64; do
-		command -v "$tool" >/dev/null || { echo "rack-lab.sh: $tool is missing (apt-get install util-linux netcat-openbsd iproute2 coreutils)" >&2; exit 1; }
-	done
-	USTACK_LAB_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
-pid=
-cleanup() {
-	[[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "nc base64" "netcat-openbsd coreutils" USTACK_RACK_LOSSES USTACK_RACK_SEEDS USTACK_RACK_MODES
 
 head -c $((size_kb * 1000)) /dev/urandom | base64 >"$work/data"
 want=$(($(wc -c <"$work/data") + 5 * $(wc -l <"$work/data"))) # each line comes back as "ACK: <line>"

@@ -13,28 +13,9 @@ set -euo pipefail
 runs=${1:-5}
 mib=${USTACK_TAPCOST_MIB:-24} # of random bytes, sent as base64 lines (4/3 as many)
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	cd "$(dirname "$0")/.."
-	USTACK_BIN=$(mktemp -d)/ustack
-	go build -o "$USTACK_BIN" ./cmd/ustack
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN,USTACK_TAPCOST_MIB "$0" "$@"
-fi
-if [[ ${USTACK_TAPCOST_NETNS:-} != 1 ]]; then
-	USTACK_TAPCOST_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
-pid=
-cleanup() {
-	[[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "nc" "netcat-openbsd" USTACK_TAPCOST_MIB
 
 head -c $((mib << 20)) /dev/urandom | base64 >"$work/data"
 want=$(wc -c <"$work/data")

@@ -15,36 +15,15 @@
 # nothing behind. Needs nc.
 set -euo pipefail
 
-if [[ -z ${USTACK_BIN:-} ]]; then
-	USTACK_BIN=$(mktemp -d)/ustack
-	(cd "$(dirname "$0")/.." && go build -o "$USTACK_BIN" ./cmd/ustack)
-	export USTACK_BIN
-fi
-if [[ $(id -u) != 0 ]]; then
-	exec sudo --preserve-env=USTACK_BIN "$0" "$@"
-fi
-if [[ ${USTACK_TWOSTACKS_NETNS:-} != 1 ]]; then
-	for tool in unshare nc ip sysctl; do
-		command -v "$tool" >/dev/null || { echo "two-stacks.sh: $tool is missing (apt-get install util-linux netcat-openbsd iproute2 procps)" >&2; exit 1; }
-	done
-	USTACK_TWOSTACKS_NETNS=1 exec unshare -n "$0" "$@"
-fi
-
-# From here on: root, in a fresh network namespace.
-ip link set lo up
-work=$(mktemp -d)
-export USTACK_RUN_DIR=$work/run
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$(dirname "$0")/lib/lab.sh"
+lab_enter "nc sysctl" "netcat-openbsd procps"
 pids=()
-cleanup() {
+at_exit() {
 	local p
 	for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT # Ctrl-C: once the command running now returns, clean up
-trap 'exit 143' TERM
-fail() { echo "two-stacks.sh: $*" >&2; exit 1; }
 
 # start NAME ARGS...: ustack up in the background, until its server listens.
 start() {

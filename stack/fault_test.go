@@ -2,7 +2,6 @@ package stack
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"io"
 	"net/netip"
@@ -16,39 +15,8 @@ import (
 // link that loses, corrupts, duplicates and reorders packets both ways: TCP
 // delivers every byte in order, and had to retransmit to do it.
 func TestTCPRecoversFromFaults(t *testing.T) {
-	da, db := newPipe(8, 1500)
-	a, err := New(da, Config{Addrs: []netip.Prefix{v4A}, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
 	faults := fault.Config{Loss: 0.05, Corrupt: 0.01, Duplicate: 0.01, Reorder: 0.01, Delay: time.Millisecond, Seed: 7}
-	b, err := New(db, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: faults})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
+	a, b, c := echoPair(t, 8, Config{Faults: faults}, 60*time.Second)
 	payload := randomBytes(11, 2<<20)
 	go c.Write(payload)
 	got := make([]byte, len(payload))
@@ -92,37 +60,7 @@ func TestBadFaultsAreRefused(t *testing.T) {
 // TestDuplicatesWithBatchOfOne: a duplicated packet needs a second transmit
 // buffer even when the device takes one packet a batch.
 func TestDuplicatesWithBatchOfOne(t *testing.T) {
-	da, db := newPipe(1, 1500)
-	a, err := New(da, Config{Addrs: []netip.Prefix{v4A}, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := New(db, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: fault.Config{Duplicate: 1, Dir: fault.Out, Seed: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, b, c := echoPair(t, 1, Config{Faults: fault.Config{Duplicate: 1, Dir: fault.Out, Seed: 1}}, 10*time.Second)
 	c.Write([]byte("twice\n"))
 	got := make([]byte, 6)
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "twice\n" {

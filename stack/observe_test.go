@@ -134,26 +134,7 @@ func TestTapsProbeAndSnapshot(t *testing.T) {
 }
 
 func TestLinkCountsPerTransportProtocol(t *testing.T) {
-	a, b, _ := newStackPair(t, 8, 1500)
-	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	a, b, c := echoPair(t, 8, Config{}, 10*time.Second)
 	c.Write([]byte("x"))
 	io.ReadFull(c, make([]byte, 1))
 	c.Close()

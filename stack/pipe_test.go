@@ -1,9 +1,14 @@
 package stack
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
+	"net/netip"
 	"os"
 	"sync"
+	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -108,4 +113,47 @@ func (d *pipeDevice) BatchSize() int           { return d.batch }
 func (d *pipeDevice) Close() error {
 	d.closeOnce.Do(func() { close(d.closed) })
 	return nil
+}
+
+// echoPair builds two stacks joined by an in-memory wire of the given batch
+// size: A (198.18.0.1) with default settings, B (198.18.0.2) with bCfg's
+// (its addresses and MTU filled in), an echo server on B's port 7, and a
+// connection from A to it, with a deadline of limit. Everything is closed
+// when the test ends.
+func echoPair(t *testing.T, batch int, bCfg Config, limit time.Duration) (a, b *Stack, c net.Conn) {
+	t.Helper()
+	da, db := newPipe(batch, 1500)
+	a, err := New(da, Config{Addrs: []netip.Prefix{v4A}, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	bCfg.Addrs, bCfg.MTU = []netip.Prefix{v4B}, 1500
+	b, err = New(db, bCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	c, err = a.DialContext(ctx, "tcp", "198.18.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(limit))
+	return a, b, c
 }

@@ -21,30 +21,9 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/lab.sh
 . "$(dirname "$0")/lib/lab.sh"
 lab_enter "nsenter setpriv nc ping sysctl" "netcat-openbsd iputils-ping procps"
-hostpid=''
-at_exit() {
-	if [[ -n $hostpid ]] && kill "$hostpid" 2>/dev/null; then wait "$hostpid" 2>/dev/null || true; fi
-}
-
-# The host: a network namespace inside this one, held open by a sleeping
-# process of ours — no name under /run/netns, nothing to forget. It ends when
-# that process does: the trap kills it, and should this script die first, the
-# kernel does (--pdeathsig).
-setpriv --pdeathsig KILL unshare -n sleep 300 &
-hostpid=$!
-router_ns=$(readlink /proc/$$/ns/net)
-for _ in $(seq 100); do
-	ns=$(readlink "/proc/$hostpid/ns/net") || fail "the host namespace's process died"
-	[[ $ns != "$router_ns" ]] && break
-	sleep 0.02
-done
-[[ $ns != "$router_ns" ]] || fail "the host namespace did not appear"
-host_ns=$ns
-# host COMMAND...: run COMMAND in the host namespace (and only there).
-host() {
-	[[ $(readlink "/proc/$hostpid/ns/net" 2>/dev/null) == "$host_ns" ]] || fail "the host namespace is gone"
-	nsenter --target "$hostpid" --net "$@"
-}
+# The host: a namespace inside the lab's (see lab_host_netns); host COMMAND
+# runs COMMAND there.
+lab_host_netns
 
 # host (to-router, 198.18.10.2) ←veth→ (to-host, 198.18.10.1) router ── ustack0 ── netstack 198.18.0.2
 [[ $(readlink "/proc/$hostpid/ns/net") == "$host_ns" ]] || fail "the host namespace is gone"

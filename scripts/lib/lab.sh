@@ -20,6 +20,7 @@
 
 lab_name=$(basename "$0")
 lab_args=("$@")
+lab_cleanups=() # commands lab_cleanup runs, in order
 
 fail() {
 	echo "$lab_name: $*" >&2
@@ -58,5 +59,33 @@ lab_enter() {
 lab_cleanup() {
 	if [[ -n ${pid:-} ]] && kill -INT "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
 	if declare -F at_exit >/dev/null; then at_exit || true; fi
+	local c
+	for c in "${lab_cleanups[@]}"; do eval "$c" || true; done
 	rm -rf "$work"
+}
+
+# lab_host_netns starts a second namespace inside the lab's, "the host", held
+# open by a sleeping process of the script's — no name under /run/netns,
+# nothing to forget: it ends when that process does (at exit; and should the
+# script die first, the kernel ends it: --pdeathsig). It sets $hostpid and
+# $host_ns and defines host COMMAND..., which runs COMMAND there (and only
+# there). Needs setpriv and nsenter.
+lab_host_netns() {
+	local lab_ns ns=
+	setpriv --pdeathsig KILL unshare -n sleep 300 &
+	hostpid=$!
+	lab_cleanups+=("kill $hostpid 2>/dev/null && wait $hostpid 2>/dev/null")
+	lab_ns=$(readlink /proc/$$/ns/net)
+	for _ in $(seq 100); do
+		ns=$(readlink "/proc/$hostpid/ns/net") || fail "the host namespace's process died"
+		[[ $ns != "$lab_ns" ]] && break
+		sleep 0.02
+	done
+	[[ $ns != "$lab_ns" ]] || fail "the host namespace did not appear"
+	host_ns=$ns
+}
+
+host() {
+	[[ $(readlink "/proc/$hostpid/ns/net" 2>/dev/null) == "$host_ns" ]] || fail "the host namespace is gone"
+	nsenter --target "$hostpid" --net "$@"
 }

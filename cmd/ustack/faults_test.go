@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -168,13 +167,7 @@ func TestLossLabScript(t *testing.T) {
 	netnstest.Require(t)
 	needTool(t, "curl")
 	needTool(t, "unshare")
-	bin := ustackBinary(t)
-	cmd := exec.Command("../../scripts/loss-lab.sh", "1")
-	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_LAB_LOSSES=0% 5%")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scripts/loss-lab.sh: %v\n%s", err, out)
-	}
+	out := runScript(t, ustackBinary(t), []string{"USTACK_LAB_LOSSES=0% 5%"}, 3*time.Minute, "loss-lab.sh", "1")
 	for _, row := range []string{`0%\s+reno`, `0%\s+cubic`, `5%\s+reno`, `5%\s+cubic`} {
 		if !regexp.MustCompile(`(?m)^` + row + `\s+\d+\.\d\d\s+\d+\.\d\s+\d+\s+\d+$`).Match(out) {
 			t.Errorf("no row %s in\n%s", row, out)
@@ -192,13 +185,7 @@ func TestRACKLabScript(t *testing.T) {
 	netnstest.Require(t)
 	needTool(t, "nc")
 	needTool(t, "unshare")
-	bin := ustackBinary(t)
-	cmd := exec.Command("../../scripts/rack-lab.sh", "200", "60")
-	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_RACK_LOSSES=10%", "USTACK_RACK_SEEDS=1 2", "USTACK_RACK_MODES=on")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scripts/rack-lab.sh: %v\n%s", err, out)
-	}
+	out := runScript(t, ustackBinary(t), []string{"USTACK_RACK_LOSSES=10%", "USTACK_RACK_SEEDS=1 2", "USTACK_RACK_MODES=on"}, 3*time.Minute, "rack-lab.sh", "200", "60")
 	if n := len(regexp.MustCompile(`(?m)^10%\s+on\s+\d\s+\d+\.\d s$`).FindAll(out, -1)); n != 2 {
 		t.Errorf("want two finished runs with RACK on at 10%% loss:\n%s", out)
 	}

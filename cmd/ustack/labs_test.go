@@ -42,6 +42,12 @@ func namedNetns(t *testing.T) []string {
 // this namespace's ip_forward changed: what a lab makes stays in its own.
 func runLab(t *testing.T, bin string, limit time.Duration, name string, args ...string) []byte {
 	t.Helper()
+	return runScript(t, bin, nil, limit, name, args...)
+}
+
+// runScript is runLab with more environment for the script (VAR=value).
+func runScript(t *testing.T, bin string, env []string, limit time.Duration, name string, args ...string) []byte {
+	t.Helper()
 	before := namedNetns(t)
 	fwd, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	if err != nil {
@@ -50,7 +56,7 @@ func runLab(t *testing.T, bin string, limit time.Duration, name string, args ...
 	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "../../scripts/"+name, args...)
-	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin)
+	cmd.Env = append(append(os.Environ(), "USTACK_BIN="+bin), env...)
 	// Past the limit, SIGTERM: the script's trap stops the ustacks and the
 	// host namespace's process it started.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }

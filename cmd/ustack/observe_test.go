@@ -478,11 +478,8 @@ func TestCwndPlotScript(t *testing.T) {
 	needTool(t, "nc")
 	needTool(t, "unshare")
 	out := filepath.Join(t.TempDir(), "cwnd.png")
-	bin := ustackBinary(t) // first: it sets the environment the binary needs
-	cmd := exec.Command("../../scripts/cwnd-plot.sh", out)
-	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_PLOT_MIB=1")
-	if text, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(text), "wrote "+out) {
-		t.Fatalf("scripts/cwnd-plot.sh: %v\n%s", err, text)
+	if text := runScript(t, ustackBinary(t), []string{"USTACK_PLOT_MIB=1"}, 2*time.Minute, "cwnd-plot.sh", out); !strings.Contains(string(text), "wrote "+out) {
+		t.Fatalf("scripts/cwnd-plot.sh wrote no picture:\n%s", text)
 	}
 	f, err := os.Open(out)
 	if err != nil {
@@ -499,13 +496,7 @@ func TestTapCostScript(t *testing.T) {
 	netnstest.Require(t)
 	needTool(t, "nc")
 	needTool(t, "unshare")
-	bin := ustackBinary(t)
-	cmd := exec.Command("../../scripts/tap-cost.sh", "1")
-	cmd.Env = append(os.Environ(), "USTACK_BIN="+bin, "USTACK_TAPCOST_MIB=2")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scripts/tap-cost.sh: %v\n%s", err, out)
-	}
+	out := runScript(t, ustackBinary(t), []string{"USTACK_TAPCOST_MIB=2"}, 3*time.Minute, "tap-cost.sh", "1")
 	for _, tap := range []string{"off", "trace", "trace-filtered", "pcap", "tcp-probe", "all"} {
 		if !regexp.MustCompile(`(?m)^` + tap + ` +\d+ +\[\d+-\d+\] +\d+\.\d\dx +0$`).Match(out) {
 			t.Errorf("no result line for %s (with 0 skipped) in\n%s", tap, out)

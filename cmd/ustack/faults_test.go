@@ -109,7 +109,7 @@ func TestTCPRecoversFromLoss(t *testing.T) {
 			done <- got
 		}()
 		time.Sleep(200 * time.Millisecond)
-		if out := ustackCmd(t, "set", "--name", "ustack8", "--loss", "100%"); !strings.Contains(out, "loss 100%") {
+		if out := ustackCmd(t, "set", "--name", "ustack8", "--loss", "100%"); !strings.Contains(out, "loss 100% · both directions · seed 1") {
 			t.Errorf("ustack set said %q", out)
 		}
 		time.Sleep(2 * time.Second)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -136,83 +137,65 @@ ustack stats shows the faults in force and what they did. The socket is
 root's (and, with up --user, that user's): run it with sudo.`
 
 func runSet(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("set", "sudo ustack set [--name ustack0] [--loss 5%] [--delay 20ms] ... [--clear]", setAbout)
 	var (
 		name, control string
 		nsName        string
 		clear         bool
 		ff            faultFlags
 	)
-	fs.StringVar(&name, "name", tunif.DefaultName, "`name` of the running ustack's interface")
-	fs.StringVar(&nsName, "netns", "", "the network `NAMESPACE` the running ustack's interface is in, as its --netns said")
-	fs.StringVar(&control, "control", "", "the control `SOCKET` (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+")")
-	fs.BoolVar(&clear, "clear", false, "turn every fault off first")
-	ff.register(fs)
+	// setFlags makes the command's flag set, its fault flags writing into
+	// ff: parsed twice, first to learn which stack and check the values,
+	// then over the faults in force, so that only the flags given change.
+	setFlags := func() *flagSet {
+		fs := newFlagSet("set", "sudo ustack set [--name ustack0] [--loss 5%] [--delay 20ms] ... [--clear]", setAbout)
+		fs.StringVar(&name, "name", tunif.DefaultName, "`name` of the running ustack's interface")
+		fs.StringVar(&nsName, "netns", "", "the network `NAMESPACE` the running ustack's interface is in, as its --netns said")
+		fs.StringVar(&control, "control", "", "the control `SOCKET` (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+")")
+		fs.BoolVar(&clear, "clear", false, "turn every fault off first")
+		ff.register(fs)
+		return fs
+	}
+	fs := setFlags()
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}
-	given := 0
-	for _, n := range faultFlagNames {
-		if fs.isSet(n) {
-			given++
-		}
-	}
-	if given == 0 && !clear {
+	given := slices.ContainsFunc(faultFlagNames, fs.isSet)
+	if !given && !clear {
 		return usageErrorf("nothing to set: give a fault flag, like --loss 5%%, or --clear (run ustack set --help)")
 	}
 	// The values given must be good on their own, before asking anyone.
 	if err := ff.cfg.Validate(); err != nil {
 		return usageErrorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	if control == "" {
+	socket := control
+	if socket == "" {
 		if err := (tunif.Config{Name: name, MTU: tunif.DefaultMTU}).Validate(); err != nil {
 			return usageErrorf("--name: %v", err)
 		}
-		control = controlPath(name, nsName)
+		socket = controlPath(name, nsName)
 	}
-	// Start from what is in force, then change what was given.
-	resp, err := askControl(ctx, control, controlRequest{Op: "stats"})
+	resp, err := askControl(ctx, socket, controlRequest{Op: "stats"})
 	if err != nil {
 		return err
 	}
-	var cfg fault.Config
-	if resp.Stats.Faults != nil && !clear {
-		cfg = resp.Stats.Faults.Config
-	}
-	if clear {
-		cfg = fault.Config{Seed: cfg.Seed}
-	}
-	for _, n := range faultFlagNames {
-		if !fs.isSet(n) {
-			continue
-		}
-		switch n {
-		case "loss":
-			cfg.Loss = ff.cfg.Loss
-		case "corrupt":
-			cfg.Corrupt = ff.cfg.Corrupt
-		case "delay":
-			cfg.Delay = ff.cfg.Delay
-		case "jitter":
-			cfg.Jitter = ff.cfg.Jitter
-		case "reorder":
-			cfg.Reorder = ff.cfg.Reorder
-		case "duplicate":
-			cfg.Duplicate = ff.cfg.Duplicate
-		case "rate":
-			cfg.Rate = ff.cfg.Rate
-		case "queue-limit":
-			cfg.QueueLimit = ff.cfg.QueueLimit
-		case "fault-dir":
-			cfg.Dir = ff.cfg.Dir
-		case "seed":
-			cfg.Seed = ff.cfg.Seed
+	// Registering a flag sets its variable to the default: register
+	// first, then put the faults in force under the flags.
+	fs = setFlags()
+	ff.cfg = fault.Config{}
+	if f := resp.Stats.Faults; f != nil {
+		ff.cfg = f.Config
+		if clear {
+			ff.cfg = fault.Config{Seed: f.Config.Seed}
 		}
 	}
+	if err := parseFlagsOnly(fs, env, args); err != nil {
+		return err
+	}
+	cfg := ff.cfg
 	if err := cfg.Validate(); err != nil {
 		return usageErrorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	resp, err = askControl(ctx, control, controlRequest{Op: "set", Faults: &cfg})
+	resp, err = askControl(ctx, socket, controlRequest{Op: "set", Faults: &cfg})
 	if err != nil {
 		return err
 	}

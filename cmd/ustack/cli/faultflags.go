@@ -178,16 +178,17 @@ func runSet(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	var base fault.Config
+	if f := resp.Stats.Faults; f != nil {
+		base = f.Config
+		if clear {
+			base = fault.Config{Seed: f.Config.Seed}
+		}
+	}
 	// Registering a flag sets its variable to the default: register
 	// first, then put the faults in force under the flags.
 	fs = setFlags()
-	ff.cfg = fault.Config{}
-	if f := resp.Stats.Faults; f != nil {
-		ff.cfg = f.Config
-		if clear {
-			ff.cfg = fault.Config{Seed: f.Config.Seed}
-		}
-	}
+	ff.cfg = base
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}

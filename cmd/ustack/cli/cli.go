@@ -91,6 +91,9 @@ Usage:
   sudo ustack up [flags]                     interface, userspace stack and ACK server; Ctrl-C removes them
   ustack serve --kernel [flags]              the same ACK server on the kernel's TCP
   sudo ustack client [flags] HOST:PORT [MESSAGE...]   the article's client
+  sudo ustack run [flags] -- COMMAND         COMMAND's every connection through a userspace stack
+  ustack lab [flags] [-- COMMAND]            no sudo: all of it in namespaces of its own, and a shell
+  sudo ustack stats | set | bench            watch a running stack, change its faults, measure
 
 Commands:
 `)

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ustack/ustack/stack/fault"
+	"github.com/ustack/ustack/stack/tap"
 )
 
 // TestTCPRecoversFromFaults sends 2 MiB each way between two stacks over a
@@ -91,5 +93,45 @@ func TestFaultSettingsWithoutAFaultAreKept(t *testing.T) {
 	}
 	if got := b.Link().Faults().Config(); got.Seed != 42 || got.Dir != fault.In || got.QueueLimit != 10 || got.Loss != 0.05 {
 		t.Errorf("config after turning loss on: %+v", got)
+	}
+}
+
+// TestFaultSeedOnTheLink: the same seed and the same packets crossing the
+// link give the same drop decisions, packet by packet; another seed others.
+func TestFaultSeedOnTheLink(t *testing.T) {
+	decisions := func(seed uint64) string {
+		da, db := newPipe(8, 1500)
+		b, err := New(db, Config{Addrs: []netip.Prefix{v4B}, MTU: 1500, Faults: fault.Config{Loss: 0.3, Dir: fault.In, Seed: seed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		defer da.Close()
+		sub := b.Link().Packets().Subscribe(1024, 64)
+		defer sub.Close()
+		var got []byte
+		for seq := range uint16(200) {
+			da.Write([][]byte{append(make([]byte, DeviceOffset), echoRequest4(v4A.Addr(), v4B.Addr(), 1, seq, []byte("seed"))...)}, DeviceOffset)
+			// Each request is decided before the next is sent: the
+			// decisions follow the packets' order.
+			for {
+				p := <-sub.C()
+				if p.Dir == tap.In {
+					got = append(got, map[bool]byte{true: 'x', false: '.'}[p.Drop != ""])
+					break
+				}
+			}
+		}
+		return string(got)
+	}
+	first, again, other := decisions(9), decisions(9), decisions(10)
+	if first != again {
+		t.Errorf("seed 9 twice, different decisions:\n%s\n%s", first, again)
+	}
+	if first == other {
+		t.Errorf("seeds 9 and 10 made the same decisions: %s", first)
+	}
+	if n := strings.Count(first, "x"); n < 30 || n > 90 {
+		t.Errorf("30%% loss dropped %d of 200: %s", n, first)
 	}
 }

@@ -81,7 +81,7 @@ type Record struct {
 	RTTVar time.Duration // round-trip time variation
 	RTO    time.Duration // retransmission timeout
 
-	InFlight  int // segments sent and not yet acknowledged
+	InFlight  int // segments sent and not yet acknowledged (inflight_bytes, the same in bytes, is SndNxt-SndUna)
 	SackedOut int // of those, segments the peer SACKed
 	SndWnd    int // the peer's advertised receive window, in bytes
 
@@ -100,7 +100,7 @@ const (
 )
 
 // Header is the first line of the file: the column names, in order.
-const Header = "time_s,conn,state,cwnd,ssthresh,mss,srtt_ms,rttvar_ms,rto_ms,inflight,sacked_out,snd_wnd,snd_una,snd_nxt,retransmits,event"
+const Header = "time_s,conn,state,cwnd,ssthresh,mss,srtt_ms,rttvar_ms,rto_ms,inflight,inflight_bytes,sacked_out,snd_wnd,snd_una,snd_nxt,retransmits,event"
 
 // The columns, by index into a row and into header.
 const (
@@ -114,6 +114,7 @@ const (
 	colRTTVar
 	colRTO
 	colInFlight
+	colInFlightBytes
 	colSackedOut
 	colSndWnd
 	colSndUna
@@ -132,6 +133,10 @@ type fieldError struct {
 }
 
 func (e *fieldError) Error() string { return "column " + header[e.col] + ": " + e.msg }
+
+// InFlightBytes is how many bytes are sent and not yet acknowledged: the
+// inflight_bytes column, SND.NXT − SND.UNA.
+func (r *Record) InFlightBytes() uint32 { return r.SndNxt - r.SndUna }
 
 // check tells whether r can be written and read back: the checks the Reader
 // makes on the values of a row once their syntax is right.

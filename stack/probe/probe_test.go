@@ -49,7 +49,7 @@ func TestProbeRoundTrip(t *testing.T) {
 		t.Errorf("does not start with the header:\n%s", text)
 	}
 	for _, want := range []string{
-		"\n0.012345,198.18.0.2:5000-198.18.0.1:43512,ESTABLISHED,20,9223372036854775807,1460,1.234,0.617,200.000,18,0,64240,14600,40880,0,\n",
+		"\n0.012345,198.18.0.2:5000-198.18.0.1:43512,ESTABLISHED,20,9223372036854775807,1460,1.234,0.617,200.000,18,26280,0,64240,14600,40880,0,\n",
 		",4294967295,29200,1,fast-recovery\n",
 		"\n0.000000,",
 		`"a ""strange"", name"`,
@@ -165,9 +165,9 @@ func TestWriterReportsWriteErrors(t *testing.T) {
 
 func TestReaderAcceptsSpreadsheetSpellings(t *testing.T) {
 	in := "\ufeff" + Header + "\r\n" +
-		" 1.5 ,c,,+3,7,1460,2,0.5,200.0001,0,0,0,-0,+5,0,\r\n" +
+		" 1.5 ,c,,+3,7,1460,2,0.5,200.0001,0,5,0,0,-0,+5,0,\r\n" +
 		"\r\n" +
-		".0000005,c,,1,1,1,.5,1.,0,0,0,0,0,0,0,retransmit\r\n"
+		".0000005,c,,1,1,1,.5,1.,0,0,0,0,0,0,0,0,retransmit\r\n"
 	got, err := ReadAll(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestReaderEmptyInputHasNoRecords(t *testing.T) {
 }
 
 func row(fields map[int]string) string {
-	f := []string{"0.000000", "c", "ESTABLISHED", "10", "20", "1460", "1.000", "0.500", "200.000", "0", "0", "65535", "0", "0", "0", ""}
+	f := []string{"0.000000", "c", "ESTABLISHED", "10", "20", "1460", "1.000", "0.500", "200.000", "0", "0", "0", "65535", "0", "0", "0", ""}
 	for i, v := range fields {
 		f[i] = v
 	}
@@ -207,17 +207,18 @@ func TestReaderBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, want string
 	}{
-		{"no header", good, wantHeader + ` (its first line is "0.000000,c,ESTABLISHED,10,20,1460,1.000,0.500,200.000,0,0,65535,0,0,0,")`},
+		{"no header", good, wantHeader + ` (its first line is "0.000000,c,ESTABLISHED,10,20,1460,1.000,0.500,200.000,0,0,0,65535,0,0,0,")`},
 		{"other csv", "a,b\n1,2\n", wantHeader + ` (its first line is "a,b")`},
 		{"long first line", strings.Repeat("x", 100) + "\n", wantHeader + ` (its first line is "` + strings.Repeat("x", 77) + `...")`},
-		{"header missing a column", strings.TrimSuffix(Header, ",event") + "\n", wantHeader + ` (its line 1 stops after column 15, retransmits: no event)`},
-		{"header with a column more", Header + ",cc\n", wantHeader + ` (its line 1 has 17 columns, want 16)`},
+		{"header missing a column", strings.TrimSuffix(Header, ",event") + "\n", wantHeader + ` (its line 1 stops after column 16, retransmits: no event)`},
+		{"header with a column more", Header + ",cc\n", wantHeader + ` (its line 1 has 18 columns, want 17)`},
 		{"header with another name", strings.Replace(Header, "cwnd", "CWND", 1) + "\n", wantHeader + ` (its column 4 is "CWND", want cwnd)`},
 		{"empty line 1", "\"\"\n", wantHeader + ` (its first line is "")`},
 		{"bad quote in the header", "time_s,\"conn\n", wantHeader + `: line 1, byte 14: extraneous or missing " in quoted-field`},
 		{"cwnd", h + good + good + good + good + good + row(map[int]string{colCwnd: "x"}), `probe: line 7, column cwnd: "x" is not a number`},
 		{"fraction", h + row(map[int]string{colMSS: "1460.5"}), `probe: line 2, column mss: "1460.5" is not a whole number`},
 		{"negative", h + row(map[int]string{colInFlight: "-3"}), `probe: line 2, column inflight: -3 is negative`},
+		{"inflight bytes", h + row(map[int]string{colSndNxt: "100"}), `probe: line 2, column inflight_bytes: 0 is not snd_nxt - snd_una (100)`},
 		{"huge", h + row(map[int]string{colSsthresh: "99999999999999999999"}), `probe: line 2, column ssthresh: "99999999999999999999" is out of range`},
 		{"snd_una beyond 32 bits", h + row(map[int]string{colSndUna: "4294967296"}), `probe: line 2, column snd_una: "4294967296" is out of range`},
 		{"snd_nxt negative", h + row(map[int]string{colSndNxt: "-1"}), `probe: line 2, column snd_nxt: -1 is negative`},
@@ -232,10 +233,10 @@ func TestReaderBadInput(t *testing.T) {
 		{"conn control", h + row(map[int]string{colConn: "\"a\tb\""}), `probe: line 2, column conn: "a\tb" has a control character`},
 		{"state not utf-8", h + row(map[int]string{colState: "\xff"}), `probe: line 2, column state: "\xff" is not UTF-8`},
 		{"event", h + row(map[int]string{colEvent: "loss"}), `probe: line 2, column event: unknown event "loss": want fast-recovery, rto, retransmit or nothing`},
-		{"too few columns", h + "1,2,3\n", `probe: line 2: 3 columns, want the header's 16`},
-		{"too many columns", h + strings.TrimSuffix(good, "\n") + ",x\n", `probe: line 2: 17 columns, want the header's 16`},
+		{"too few columns", h + "1,2,3\n", `probe: line 2: 3 columns, want the header's 17`},
+		{"too many columns", h + strings.TrimSuffix(good, "\n") + ",x\n", `probe: line 2: 18 columns, want the header's 17`},
 		{"bare quote", h + good + `0.1,a"b` + "\n", `probe: line 3, byte 6: bare " in non-quoted-field`},
-		{"line of a multi-line row", h + good + `"x` + "\ny\",1,1\n", `probe: line 3: 3 columns, want the header's 16`},
+		{"line of a multi-line row", h + good + `"x` + "\ny\",1,1\n", `probe: line 3: 3 columns, want the header's 17`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ReadAll(strings.NewReader(tc.in))

@@ -158,6 +158,9 @@ func (r *Reader) parse(row []string, rec *Record) *fieldError {
 	rec.SndUna = uint32(uints(colSndUna, 32))
 	rec.SndNxt = uint32(uints(colSndNxt, 32))
 	rec.Retransmits = uints(colRetransmits, 64)
+	if inFlight := uints(colInFlightBytes, 32); err == nil && uint32(inFlight) != rec.InFlightBytes() {
+		err = &fieldError{colInFlightBytes, fmt.Sprintf("%d is not snd_nxt - snd_una (%d)", inFlight, rec.InFlightBytes())}
+	}
 	switch e := row[colEvent]; e {
 	case EventFastRecovery, EventRTO, EventRetransmit:
 		rec.Event = e // the constant: shares no memory with the row

@@ -48,6 +48,7 @@ func (w *Writer) Write(r Record) error {
 	row[colRTTVar] = formatMicros(r.RTTVar, 3)
 	row[colRTO] = formatMicros(r.RTO, 3)
 	row[colInFlight] = strconv.Itoa(r.InFlight)
+	row[colInFlightBytes] = strconv.FormatUint(uint64(r.InFlightBytes()), 10)
 	row[colSackedOut] = strconv.Itoa(r.SackedOut)
 	row[colSndWnd] = strconv.Itoa(r.SndWnd)
 	row[colSndUna] = strconv.FormatUint(uint64(r.SndUna), 10)

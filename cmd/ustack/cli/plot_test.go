@@ -256,7 +256,7 @@ func TestPlotErrors(t *testing.T) {
 	empty := filepath.Join(dir, "empty.csv")
 	writeProbe(t, empty, nil)
 	bad := filepath.Join(dir, "bad.csv")
-	if err := os.WriteFile(bad, []byte(probe.Header+"\n1,c,,x,1,1,0,0,0,0,0,0,0,0,0,\n"), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte(probe.Header+"\n1,c,,x,1,1,0,0,0,0,0,0,0,0,0,0,\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing.csv")

@@ -90,10 +90,25 @@ func startServer(t *testing.T, opts ServerOptions) (*Server, string) {
 		opts.Logger = discardLogger()
 	}
 	s := NewServer(opts)
+	return s, serveListener(t, s, ln)
+}
+
+// serveListener serves s on ln. At cleanup it closes s and checks that Serve
+// returned nil.
+func serveListener(t *testing.T, s Service, ln net.Listener) string {
+	t.Helper()
+	serveInTest(t, func() error { return s.Serve(ln) }, s.Close)
+	return ln.Addr().String()
+}
+
+// serveInTest runs serve on a goroutine of its own. At cleanup it calls
+// close and checks that serve then returned nil, within 5 s.
+func serveInTest(t *testing.T, serve, close func() error) {
+	t.Helper()
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	go func() { served <- serve() }()
 	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
+		if err := close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 		select {
@@ -105,7 +120,6 @@ func startServer(t *testing.T, opts ServerOptions) (*Server, string) {
 			t.Errorf("Serve did not return after Close")
 		}
 	})
-	return s, ln.Addr().String()
 }
 
 func dial(t *testing.T, addr string) *net.TCPConn {

@@ -301,27 +301,6 @@ func TestDiscard8MiB(t *testing.T) {
 	logs.waitFor(t, "service=discard", `msg="Client disconnected"`, "received=8388608", "sent=0")
 }
 
-// serveListener serves s on ln. At cleanup it closes s and checks that Serve
-// returned nil.
-func serveListener(t *testing.T, s Service, ln net.Listener) string {
-	t.Helper()
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve returned %v, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Serve did not return after Close")
-		}
-	})
-	return ln.Addr().String()
-}
 
 // hashListener hashes everything the server reads from the one connection it
 // accepts, to check that the server received exactly what was sent.

@@ -24,21 +24,7 @@ func startUDPServer(t *testing.T, opts ServerOptions) (*UDPServer, string) {
 		opts.Logger = discardLogger()
 	}
 	s := NewUDPServer(opts)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(pc) }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve returned %v, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Serve did not return after Close")
-		}
-	})
+	serveInTest(t, func() error { return s.Serve(pc) }, s.Close)
 	return s, pc.LocalAddr().String()
 }
 

@@ -301,7 +301,6 @@ func TestDiscard8MiB(t *testing.T) {
 	logs.waitFor(t, "service=discard", `msg="Client disconnected"`, "received=8388608", "sent=0")
 }
 
-
 // hashListener hashes everything the server reads from the one connection it
 // accepts, to check that the server received exactly what was sent.
 type hashListener struct {

@@ -22,6 +22,22 @@ type ClientOptions struct {
 	ReplyTimeout time.Duration
 }
 
+// output is where the client prints: Out, or nowhere.
+func (o ClientOptions) output() io.Writer {
+	if o.Out == nil {
+		return io.Discard
+	}
+	return o.Out
+}
+
+// replyTimeout is ReplyTimeout, or its default.
+func (o ClientOptions) replyTimeout() time.Duration {
+	if o.ReplyTimeout <= 0 {
+		return DefaultReplyTimeout
+	}
+	return o.ReplyTimeout
+}
+
 // ErrServerClosed is returned (wrapped) by RunClient when the server closed the
 // connection while there were still messages to send.
 var ErrServerClosed = errors.New("app: server closed the connection early")
@@ -48,14 +64,7 @@ var ErrServerClosed = errors.New("app: server closed the connection early")
 // interrupt that Read, the goroutine reading msgs exits when the Read returns,
 // without writing anything.
 func RunClient(ctx context.Context, conn net.Conn, msgs io.Reader, opts ClientOptions) error {
-	out := opts.Out
-	if out == nil {
-		out = io.Discard
-	}
-	timeout := opts.ReplyTimeout
-	if timeout <= 0 {
-		timeout = DefaultReplyTimeout
-	}
+	out, timeout := opts.output(), opts.replyTimeout()
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()

@@ -42,14 +42,7 @@ var ErrNoReply = errors.New("app: no reply from the server")
 // RunClient, a Read on msgs that is blocked when RunUDPClient stops early ends
 // only when msgs delivers or fails, unless msgs has SetReadDeadline.
 func RunUDPClient(ctx context.Context, conn net.Conn, msgs io.Reader, opts ClientOptions) error {
-	out := opts.Out
-	if out == nil {
-		out = io.Discard
-	}
-	timeout := opts.ReplyTimeout
-	if timeout <= 0 {
-		timeout = DefaultReplyTimeout
-	}
+	out, timeout := opts.output(), opts.replyTimeout()
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()

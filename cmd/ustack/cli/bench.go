@@ -558,6 +558,25 @@ func benchDial(ctx context.Context, addr string) (*net.TCPConn, func(), error) {
 	return c.(*net.TCPConn), func() { stop(); c.Close() }, nil
 }
 
+// transfer calls move — a connection's Write or Read — with a 256 KiB buffer
+// until max bytes have moved or the connection's deadline passed, and returns
+// how many moved.
+func transfer(move func([]byte) (int, error), max int64) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var moved int64
+	for moved < max {
+		n, err := move(buf[:min(int64(len(buf)), max-moved)])
+		moved += int64(n)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return moved, err
+		}
+	}
+	return moved, nil
+}
+
 // bulkUpload sends to the discard server until max bytes or max time, then
 // half-closes and waits for the server's close: the time is until the
 // server has read every byte.
@@ -567,19 +586,11 @@ func bulkUpload(ctx context.Context, addr string, max int64, maxTime time.Durati
 		return 0, 0, err
 	}
 	defer done()
-	buf := make([]byte, 256<<10)
 	start := time.Now()
 	c.SetWriteDeadline(start.Add(maxTime))
-	var sent int64
-	for sent < max {
-		n, err := c.Write(buf[:min(int64(len(buf)), max-sent)])
-		sent += int64(n)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			break
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+	sent, err := transfer(c.Write, max)
+	if err != nil {
+		return 0, 0, err
 	}
 	if err := c.CloseWrite(); err != nil {
 		return 0, 0, err
@@ -598,19 +609,11 @@ func bulkDownload(ctx context.Context, addr string, max int64, maxTime time.Dura
 		return 0, 0, err
 	}
 	defer done()
-	buf := make([]byte, 256<<10)
 	start := time.Now()
 	c.SetReadDeadline(start.Add(maxTime))
-	var got int64
-	for got < max {
-		n, err := c.Read(buf[:min(int64(len(buf)), max-got)])
-		got += int64(n)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			break
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+	got, err := transfer(c.Read, max)
+	if err != nil {
+		return 0, 0, err
 	}
 	d := time.Since(start)
 	if got == 0 {

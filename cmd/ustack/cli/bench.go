@@ -773,21 +773,6 @@ func idleConnMemory(ctx context.Context, pid int, addr string) (float64, error) 
 	return float64(after-before) / benchIdleConns / 1024, nil
 }
 
-// processRSS reads VmRSS of pid, in bytes (what ustack stats shows as
-// process.rss_bytes).
-func processRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
 
 // processCPU sums the time every thread of pid has run, from
 // /proc/PID/task/*/schedstat (nanoseconds, where /proc/PID/stat counts

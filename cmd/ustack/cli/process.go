@@ -1,12 +1,12 @@
 package cli
 
 import (
-	"bufio"
-	"bytes"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 
 	"github.com/ustack/ustack/stack"
 )
@@ -18,18 +18,8 @@ func processInfo() *stack.ProcessInfo {
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		p.FDs = len(fds) - 1 // less the one ReadDir had open
 	}
-	if status, err := os.ReadFile("/proc/self/status"); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(status))
-		for sc.Scan() {
-			if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmRSS:")); ok {
-				f := bytes.Fields(rest)
-				if len(f) > 0 {
-					if kb, err := strconv.ParseUint(string(f[0]), 10, 64); err == nil {
-						p.RSSBytes = kb << 10
-					}
-				}
-			}
-		}
+	if rss, err := processRSS(os.Getpid()); err == nil {
+		p.RSSBytes = uint64(rss)
 	}
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
@@ -37,4 +27,20 @@ func processInfo() *stack.ProcessInfo {
 		p.HeapBytes = sample[0].Value.Uint64()
 	}
 	return p
+}
+
+// processRSS reads a process's resident memory, in bytes, from
+// /proc/PID/status.
+func processRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }

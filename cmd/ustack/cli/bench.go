@@ -773,7 +773,6 @@ func idleConnMemory(ctx context.Context, pid int, addr string) (float64, error) 
 	return float64(after-before) / benchIdleConns / 1024, nil
 }
 
-
 // processCPU sums the time every thread of pid has run, from
 // /proc/PID/task/*/schedstat (nanoseconds, where /proc/PID/stat counts
 // 10 ms ticks). Threads that have ended are not counted; Go's rarely end.

@@ -63,8 +63,13 @@ func FuzzLine(f *testing.F) {
 			{Dir: tap.Dir(extra), Data: data, Len: len(data) - int(extra)}, // a Len that lies
 			{Dir: tap.In, Data: data, Len: len(data)},
 		}
-		plain, verbose, decoder := New(Options{}), New(Options{Verbose: true}), New(Options{})
+		plain, verbose, decoder, ladder := New(Options{}), New(Options{Verbose: true}), New(Options{}), New(Options{})
 		for _, p := range packets {
+			// The ladder draws one line whose arrow sits between the two
+			// lifelines, whatever the packet.
+			if _, l, _ := ladder.LadderLine(p); strings.Count(l, "│") != 2 || strings.Contains(l, "\n") {
+				t.Fatalf("ladder line %q: not one arrow between two lifelines", l)
+			}
 			arrow := prefixIn
 			if p.Dir == tap.Out {
 				arrow = prefixOut

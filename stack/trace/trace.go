@@ -31,6 +31,8 @@ type Tracer struct {
 
 	scratch Decoded // reused by Line, which hands out only a string
 	buf     []byte
+
+	ladderConv string // the conversation of LadderLine's last arrow
 }
 
 // New returns a Tracer with no connection state.

@@ -33,7 +33,7 @@ HOST is an IP address: the userspace stack has no resolver.`
 
 // userspaceOnly are the client's flags that mean nothing with --kernel.
 var userspaceOnly = []string{
-	"trace", "trace-filter", "pcap", "pcap-max-bytes", "tcp-probe", "metrics", "control",
+	"trace", "trace-filter", "pcap", "pcap-max-bytes", "tcp-probe", "metrics", "control", "ui",
 	"cc", "sack", "rack", "nagle", "mss", "tcp-rcvbuf", "tcp-sndbuf", "moderate-rcvbuf", "keepalive",
 	"loss", "corrupt", "delay", "jitter", "reorder", "duplicate", "rate", "queue-limit", "fault-dir", "seed",
 	"via-name", "via-addr", "via-stack-addr", "via-mtu", "via-no-ipv6",

@@ -296,7 +296,7 @@ func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.
 		log.Info(fmt.Sprintf("running as %s (uid %d), without capabilities", as.name, as.uid))
 	}
 	cfg := plan.stack
-	cfg.TCPProbe = obsf.probe != ""
+	cfg.TCPProbe = obsf.probe != "" || obsf.ui != "" // the web view draws cwnd and RTT
 	st, err := stack.New(iface.Device(), cfg)
 	if err != nil {
 		iface.Close()

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ustack/ustack/cmd/ustack/webui"
 	"github.com/ustack/ustack/stack"
 	"github.com/ustack/ustack/stack/fault"
 	"github.com/ustack/ustack/stack/probe"
@@ -27,6 +29,7 @@ const (
 	traceQueue = 8192
 	pcapQueue  = 16384
 	probeQueue = 16384
+	uiQueue    = 16384
 )
 
 // traceSnap is how much of each packet the trace needs: the headers (IPv6
@@ -41,6 +44,7 @@ const (
 	traceOff     traceMode = ""
 	traceOn      traceMode = "on"
 	traceVerbose traceMode = "verbose"
+	traceLadder  traceMode = "ladder"
 )
 
 func (m *traceMode) String() string {
@@ -56,10 +60,12 @@ func (m *traceMode) Set(s string) error {
 		*m = traceOn
 	case "verbose":
 		*m = traceVerbose
+	case "ladder":
+		*m = traceLadder
 	case "false", "off", "0":
 		*m = traceOff
 	default:
-		return fmt.Errorf("%q: give --trace (one line a packet) or --trace=verbose (with every header field)", s)
+		return fmt.Errorf("%q: give --trace (one line a packet), --trace=verbose (with every header field) or --trace=ladder (a sequence diagram)", s)
 	}
 	return nil
 }
@@ -76,22 +82,26 @@ type observeFlags struct {
 	probe       string
 	metrics     string
 	control     string
+	ui          string
+	iface       string // the interface's name, for the web view's header
 
 	filter *trace.Filter // parsed from traceFilter by check
 }
 
 func (o *observeFlags) register(fs *flagSet) {
-	fs.Var(&o.trace, "trace", "print one line per packet in and out, decoded layer by layer (IP, TCP/UDP/ICMP) with the handshake, data, ACKs, retransmissions and the stack's TCP state; --trace=verbose adds every header field")
+	fs.Var(&o.trace, "trace", "print one line per packet in and out, decoded layer by layer (IP, TCP/UDP/ICMP) with the handshake, data, ACKs, retransmissions and the stack's TCP state; --trace=verbose adds every header field; --trace=ladder draws the packets as a ladder (sequence) diagram between the kernel's side and the stack's, one arrow a packet")
 	fs.StringVar(&o.traceFilter, "trace-filter", "", "trace only packets that match `EXPR`, like tcpdump: port 5000, icmp, host 198.18.0.1, tcp and not port 22 (and, or, not, parentheses)")
 	fs.StringVar(&o.pcap, "pcap", "", "write every packet the stack sends and receives to `FILE` as pcap, for Wireshark or tcpdump -r; - writes to stdout (the ready lines and trace then go to stderr)")
 	fs.Var(&o.pcapMax, "pcap-max-bytes", "when the pcap file reaches `SIZE` (like 100M), move it to FILE.1 (replacing the previous one) and start again; 0: no limit")
 	fs.StringVar(&o.probe, "tcp-probe", "", "record each TCP connection's cwnd, ssthresh, RTT and retransmissions after every segment to `FILE.csv` (draw it with ustack plot)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `ADDR:PORT` (like 127.0.0.1:9100) at /metrics; reachable by whoever can reach that address")
+	fs.StringVar(&o.ui, "ui", "", "serve the live web view on `ADDR:PORT` (a bare PORT or :PORT means 127.0.0.1:PORT): every connection as a ladder diagram, its TCP state machine, cwnd and RTT, the counters of each layer. It listens on loopback unless you name another address, like 0.0.0.0:8080 — then whoever reaches it sees your packets' headers and payload previews")
 	fs.StringVar(&o.control, "control", "", "the control `SOCKET` that ustack stats reads (default $USTACK_RUN_DIR/NAME.sock, $USTACK_RUN_DIR defaulting to "+defaultRunDir+"); off: none")
 }
 
 // check validates the flags before anything is created.
 func (o *observeFlags) check(name, nsName string) error {
+	o.iface = name
 	if o.traceFilter != "" {
 		if o.trace == traceOff {
 			return usageErrorf("--trace-filter needs --trace: add --trace (or --trace=verbose)")
@@ -116,10 +126,35 @@ func (o *observeFlags) check(name, nsName string) error {
 			return usageErrorf("--metrics %q: give ADDR:PORT, like 127.0.0.1:9100", o.metrics)
 		}
 	}
+	if o.ui != "" {
+		addr, err := uiAddr(o.ui)
+		if err != nil {
+			return usageErrorf("--ui %q: %v", o.ui, err)
+		}
+		o.ui = addr
+	}
 	if o.control == "" {
 		o.control = controlPath(name, nsName)
 	}
 	return nil
+}
+
+// uiAddr completes --ui's address: loopback unless a host is named.
+func uiAddr(s string) (string, error) {
+	if !strings.Contains(s, ":") {
+		s = ":" + s
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("give ADDR:PORT, like 127.0.0.1:8080 (%v)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("port %q is not a number from 0 to 65535: give ADDR:PORT, like 127.0.0.1:8080", port)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // textOut is where the ready lines, the trace and the exit summary go:
@@ -141,6 +176,7 @@ type observers struct {
 	probe   *os.File
 	control *controlServer
 	metrics *metricsServer
+	ui      *webui.Server
 	stack   atomic.Pointer[stack.Stack]
 
 	taps []*tapRunner
@@ -196,7 +232,38 @@ func (obs *observers) listen() (err error) {
 			return usageErrorf("--metrics: %v", err)
 		}
 	}
+	if o.ui != "" {
+		obs.ui = webui.New(webui.Info{Version: buildVersion(), Iface: o.iface}, obs.snapshot, obs.uiLost, obs.log)
+		if err = obs.ui.Listen(o.ui); err != nil {
+			obs.ui = nil
+			return usageErrorf("--ui: %v", err)
+		}
+		if host, _, _ := net.SplitHostPort(o.ui); !isLoopback(host) {
+			obs.log.Warn(fmt.Sprintf("the web view listens on %s, not on loopback: whoever reaches it sees the headers and the first bytes of every packet", obs.ui.Addr()))
+		}
+	}
 	return nil
+}
+
+// isLoopback tells whether host names only this machine: a loopback address
+// or localhost.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// uiLost is how many events the web view's taps lost.
+func (obs *observers) uiLost() uint64 {
+	var n uint64
+	for _, r := range obs.taps {
+		if strings.HasPrefix(r.name, "ui") {
+			n += r.dropped()
+		}
+	}
+	return n
 }
 
 // attach subscribes the taps to st's buses and starts their goroutines.
@@ -206,12 +273,27 @@ func (obs *observers) attach(st *stack.Stack) {
 	if obs.flags.trace != traceOff {
 		tr := trace.New(trace.Options{Verbose: obs.flags.trace == traceVerbose, Filter: obs.flags.filter})
 		w := &lineWriter{w: obs.out}
-		run(obs, "trace", packets.Subscribe(traceQueue, traceSnap), func(p tap.Packet) error {
+		handle := func(p tap.Packet) error {
 			if line, ok := tr.Line(p); ok {
 				return w.line(line)
 			}
 			return nil
-		}, w.flush)
+		}
+		if obs.flags.trace == traceLadder {
+			handle = func(p tap.Packet) error {
+				head, line, ok := tr.LadderLine(p)
+				if !ok {
+					return nil
+				}
+				if head != "" {
+					if err := w.line(head); err != nil {
+						return err
+					}
+				}
+				return w.line(line)
+			}
+		}
+		run(obs, "trace", packets.Subscribe(traceQueue, traceSnap), handle, w.flush)
 	}
 	if obs.pcap != nil {
 		run(obs, "pcap", packets.Subscribe(pcapQueue, 0), func(p tap.Packet) error {
@@ -228,6 +310,11 @@ func (obs *observers) attach(st *stack.Stack) {
 		run(obs, "tcp-probe", st.Samples().Subscribe(probeQueue, 0), rec.sample, rec.flush)
 		run(obs, "tcp-probe packets", packets.Subscribe(probeQueue, traceSnap), rec.packet, rec.flush)
 	}
+	if obs.ui != nil {
+		obs.ui.SetAddrs(st.Addrs())
+		run(obs, "ui packets", packets.Subscribe(uiQueue, traceSnap), func(p tap.Packet) error { obs.ui.Packet(p); return nil }, noFlush)
+		run(obs, "ui samples", st.Samples().Subscribe(uiQueue, 0), func(x stack.TCPSample) error { obs.ui.Sample(x); return nil }, noFlush)
+	}
 	// Last: a stats request or a scrape reads the taps' list.
 	if obs.control != nil {
 		obs.control.serve(obs.log)
@@ -235,7 +322,12 @@ func (obs *observers) attach(st *stack.Stack) {
 	if obs.metrics != nil {
 		obs.metrics.serve(obs.log)
 	}
+	if obs.ui != nil {
+		obs.ui.Serve()
+	}
 }
+
+func noFlush() error { return nil }
 
 // lineWriter gathers whole trace lines and hands them to w in one Write each
 // time it is flushed or has gathered 32 KiB, so that a line is never cut by
@@ -332,6 +424,9 @@ func (obs *observers) close() error {
 	}
 	if obs.metrics != nil {
 		errs = append(errs, obs.metrics.close())
+	}
+	if obs.ui != nil {
+		errs = append(errs, obs.ui.Close())
 	}
 	return errors.Join(errs...)
 }

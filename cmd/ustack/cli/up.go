@@ -116,6 +116,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	for _, line := range readyLines(specs, "userspace stack", plan.stack.Addrs[0].Addr()) {
 		fmt.Fprintln(out, line)
 	}
+	if ui := ul.obs.ui; ui != nil {
+		fmt.Fprintf(out, "web view: http://%s/\n", ui.Addr())
+	}
 
 	var failure error
 	select {

@@ -16,13 +16,7 @@ func runVersion(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stdout, "ustack (no build information)")
 		return nil
 	}
-	version := info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" {
-			version += " " + s.Value
-		}
-	}
-	fmt.Fprintf(env.Stdout, "ustack %s (%s)\n", version, info.GoVersion)
+	fmt.Fprintf(env.Stdout, "ustack %s (%s)\n", buildVersion(), info.GoVersion)
 	for _, d := range info.Deps {
 		switch d.Path {
 		case "gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", "github.com/vishvananda/netlink":
@@ -30,4 +24,19 @@ func runVersion(_ context.Context, env *Env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// buildVersion is the module version and the commit ustack was built from.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(no build information)"
+	}
+	version := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			version += " " + s.Value
+		}
+	}
+	return version
 }

@@ -20,7 +20,9 @@ const labelPreview = 16
 // relative, as in the trace line.
 func (d *Decoded) Label() string {
 	if d.Malformed != "" {
-		return "malformed " + d.Network
+		// Malformed starts with the layer it is about: "IPv4: truncated…".
+		layer, _, _ := strings.Cut(d.Malformed, ":")
+		return "malformed " + layer
 	}
 	if d.FragOffset > 0 {
 		return d.Transport + " fragment (" + strconv.Itoa(d.PayloadLen) + " bytes)"

@@ -149,6 +149,9 @@ func runClient(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	log.Info(fmt.Sprintf("%s  ·  dialing %s over the userspace stack", ul.summary(), target))
+	if ui := ul.obs.ui; ui != nil {
+		log.Info(fmt.Sprintf("web view: http://%s/", ui.Addr()))
+	}
 
 	err = func() error {
 		if udp {

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"strings"
 	"time"
 
 	"github.com/ustack/ustack/stack"
@@ -35,8 +36,10 @@ func (r *ring) trim(n int) {
 		r.bytes -= len(m)
 	}
 	// Copy down rather than reslice, so that the array does not grow
-	// forever under appends.
+	// forever under appends; let go of what moved.
+	old := len(r.ev)
 	r.ev = r.ev[:copy(r.ev, r.ev[n:])]
+	clear(r.ev[len(r.ev):old])
 	r.trimmed += uint64(n)
 }
 
@@ -56,6 +59,7 @@ type connHist struct {
 	retrans       uint64 // retransmissions seen on the link
 	state         string // the trace's replay of the stack's state
 	listed        bool   // netstack listed it once
+	live          bool   // netstack lists it now
 	closedAt      time.Time
 	lastInfo      stack.ConnInfo
 	lastSample    *stack.TCPSample // the probe's last word on it
@@ -63,14 +67,9 @@ type connHist struct {
 
 func newConnHist(key, proto string, now time.Time) *connHist {
 	c := &connHist{key: key, proto: proto, first: now, last: now}
-	for i := 0; i < len(key); i++ {
-		// The key is "local-remote"; neither side contains a '-' (IPv6
-		// addresses are in brackets, and have none).
-		if key[i] == '-' {
-			c.local, c.remote = key[:i], key[i+1:]
-			break
-		}
-	}
+	// The key is "local-remote", "udp:" first for UDP; neither side holds a
+	// '-' (IPv6 addresses are in brackets, and have none).
+	c.local, c.remote, _ = strings.Cut(strings.TrimPrefix(key, udpPrefix), "-")
 	return c
 }
 
@@ -81,6 +80,12 @@ func (c *connHist) packet(d *trace.Decoded, msg []byte) (grew int) {
 	if !d.Time.IsZero() {
 		c.last = d.Time
 	}
+	if lostIn(d) {
+		return grew // the stack never got it: nothing changed
+	}
+	if d.State != "" {
+		c.state = d.State // the stack sent it, whether it arrived or not
+	}
 	if d.FaultDrop != "" {
 		return grew // it never crossed
 	}
@@ -89,9 +94,6 @@ func (c *connHist) packet(d *trace.Decoded, msg []byte) (grew int) {
 		if d.Dir == tap.Out {
 			c.client = "stack"
 		}
-	}
-	if d.State != "" {
-		c.state = d.State
 	}
 	if d.Retransmission {
 		c.retrans++
@@ -107,15 +109,23 @@ func (c *connHist) packet(d *trace.Decoded, msg []byte) (grew int) {
 			c.bytesIn += uint64(d.PayloadLen)
 		}
 	}
-	if c.state != "CLOSED" {
-		c.closedAt = time.Time{} // a new connection on the same 4-tuple
-	}
 	return grew
 }
+
+// ended tells whether the connection is over: a SYN on its 4-tuple starts
+// another.
+func (c *connHist) ended() bool {
+	return !c.closedAt.IsZero() || c.state == "CLOSED" || c.state == "TIME-WAIT"
+}
+
+// lostIn tells whether fault injection dropped d on its way in: the stack
+// never got it. (One dropped on its way out was sent.)
+func lostIn(d *trace.Decoded) bool { return d.FaultDrop != "" && d.Dir == tap.In }
 
 // update decides whether the connection is still open, from netstack's
 // listing (ci, nil when netstack no longer has it) and the wire.
 func (c *connHist) update(ci *stack.ConnInfo, now time.Time) {
+	c.live = ci != nil
 	if !c.closedAt.IsZero() && ci == nil {
 		return
 	}

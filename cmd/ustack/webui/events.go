@@ -117,6 +117,10 @@ type lostEvent struct {
 	Why string  `json:"why"`
 }
 
+// udpPrefix starts the key of a UDP flow, which may share its 4-tuple with a
+// TCP connection.
+const udpPrefix = "udp:"
+
 // newPacketEvent turns a decoded packet into its event.
 func newPacketEvent(d *trace.Decoded, line string) *packetEvent {
 	e := &packetEvent{
@@ -138,6 +142,9 @@ func newPacketEvent(d *trace.Decoded, line string) *packetEvent {
 	}
 	if e.Annotations == nil {
 		e.Annotations = []string{}
+	}
+	if d.Transport == "UDP" && d.Conn != "" {
+		e.Conn = udpPrefix + d.Conn
 	}
 	e.Phase, e.Step = d.Phase()
 	return e

@@ -45,6 +45,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,10 @@ const (
 	// pageQueue is how many events may wait for one page; a page that lets
 	// more pile up is disconnected.
 	pageQueue = 4096
+	// maxPages bounds the pages served at once; more are answered 503.
+	maxPages = 16
+	// replayLimit bounds how long a page may take to receive the history.
+	replayLimit = 30 * time.Second
 	// writeTimeout bounds one write to a page.
 	writeTimeout = 10 * time.Second
 	// tick is how often the table and the counters are sent.
@@ -105,18 +110,21 @@ type Server struct {
 
 	tr *trace.Tracer // owned by the goroutine that calls Packet
 
-	mu       sync.Mutex
-	conns    map[string]*connHist // guarded by mu
-	clients  map[*page]struct{}   // guarded by mu
-	lastLost uint64               // guarded by mu: the lost count last sent
-	kept     int                  // guarded by mu: bytes of the events kept
+	mu                      sync.Mutex
+	conns                   map[string]*connHist // guarded by mu
+	clients                 map[*page]struct{}   // guarded by mu
+	lastLost                uint64               // guarded by mu: the lost count last sent
+	kept                    int                  // guarded by mu: bytes of the events kept
+	lastConns, lastCounters []byte               // guarded by mu: the table and counters last sent, for a new page
 
 	pagesDropped atomic.Uint64
 
-	srv  *http.Server
-	ln   net.Listener
-	stop chan struct{}
-	wg   sync.WaitGroup
+	srv       *http.Server
+	ln        net.Listener
+	stop      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup // the server, the ticker, and the event streams
 }
 
 // New returns the web view of a stack. snapshot reads its counters and
@@ -158,7 +166,12 @@ func (s *Server) Serve() {
 	// No icon: say so without an error in the browser's console.
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.Handle("GET /", http.FileServerFS(sub))
-	s.srv = &http.Server{Handler: readOnly(mux), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           s.guard(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -181,40 +194,64 @@ func (s *Server) Serve() {
 	}()
 }
 
-// readOnly answers GET and HEAD only: the page can change nothing.
-func readOnly(h http.Handler) http.Handler {
+// guard answers GET and HEAD only: the page can change nothing. On a
+// loopback address it also answers only requests addressed to loopback, so
+// that a web page elsewhere cannot read the stream by pointing a name of its
+// own at 127.0.0.1 (DNS rebinding).
+func (s *Server) guard(h http.Handler) http.Handler {
+	loopback := false
+	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); err == nil {
+		loopback = ap.Addr().IsLoopback()
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "the ustack UI is read-only", http.StatusMethodNotAllowed)
 			return
 		}
+		if loopback && !loopbackHost(r.Host) {
+			http.Error(w, "the ustack UI answers only requests to localhost, 127.0.0.1 or [::1]", http.StatusMisdirectedRequest)
+			return
+		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
 		h.ServeHTTP(w, r)
 	})
 }
 
-// Close stops serving: pages are disconnected.
+// loopbackHost tells whether a Host header names this machine's loopback.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// Close stops serving: pages are disconnected. Safe to call twice.
 func (s *Server) Close() error {
-	select {
-	case <-s.stop:
-		return nil
-	default:
-	}
-	close(s.stop)
-	var err error
-	if s.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err = s.srv.Shutdown(ctx); err != nil {
-			err = s.srv.Close()
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		close(s.stop) // the event streams return; no new one starts
+		s.mu.Unlock()
+		if s.srv != nil {
+			// A stream blocked writing to a page that reads nothing holds
+			// Shutdown up: close it after a short while.
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			if err := s.srv.Shutdown(ctx); err != nil {
+				s.closeErr = s.srv.Close()
+			}
+		} else if s.ln != nil {
+			s.closeErr = s.ln.Close()
 		}
-	} else if s.ln != nil {
-		err = s.ln.Close()
-	}
-	s.wg.Wait()
-	return err
+		s.wg.Wait()
+	})
+	return s.closeErr
 }
 
 // PagesDropped is how many pages were disconnected for falling behind.
@@ -237,10 +274,10 @@ func (s *Server) Packet(p tap.Packet) {
 	defer s.mu.Unlock()
 	var c *connHist
 	if d.Conn != "" {
-		c = s.conn(d.Conn, d.Transport, p.Time)
+		c = s.conn(e.Conn, d, p.Time)
 		// The trace shows the state on every segment that opens or closes
 		// the connection; the ladder marks only real changes.
-		e.StateChanged = d.State != "" && d.State != c.state && d.FaultDrop == ""
+		e.StateChanged = d.State != "" && d.State != c.state && !lostIn(d)
 	}
 	msg := encode("packet", e)
 	if c != nil {
@@ -268,16 +305,23 @@ func (s *Server) Sample(x stack.TCPSample) {
 	s.broadcast(msg)
 }
 
-// conn returns the history of a connection, making it (and forgetting
-// another when there are too many). Call with s.mu held.
-func (s *Server) conn(key, proto string, now time.Time) *connHist {
+// conn returns the history of the connection of d, making it (and
+// forgetting another when there are too many). A SYN on the 4-tuple of a
+// closed connection starts a new one. Call with s.mu held.
+func (s *Server) conn(key string, d *trace.Decoded, now time.Time) *connHist {
+	if now.IsZero() {
+		now = time.Now()
+	}
 	if c, ok := s.conns[key]; ok {
-		return c
+		if d.Flags != "SYN" || !c.ended() {
+			return c
+		}
+		s.forget(c)
 	}
 	if len(s.conns) >= maxConns {
 		s.forgetOne()
 	}
-	c := newConnHist(key, proto, now)
+	c := newConnHist(key, d.Transport, now)
 	s.conns[key] = c
 	return c
 }
@@ -310,17 +354,23 @@ func (s *Server) forget(c *connHist) {
 	delete(s.conns, c.key)
 }
 
-// forgetOne drops the connection closed longest ago, else the one seen
-// first. Call with s.mu held.
+// forgetOne drops one connection to make room, never one netstack lists now:
+// the connection a person is watching must not be pushed out by a port scan.
+// Of the others it drops the closed one seen least recently, else the one
+// seen least recently. Call with s.mu held.
 func (s *Server) forgetOne() {
 	var victim *connHist
+	better := func(c *connHist) bool {
+		if (c.closedAt.IsZero()) != (victim.closedAt.IsZero()) {
+			return !c.closedAt.IsZero()
+		}
+		return c.last.Before(victim.last)
+	}
 	for _, c := range s.conns {
-		switch {
-		case victim == nil:
-			victim = c
-		case !c.closedAt.IsZero() && (victim.closedAt.IsZero() || c.closedAt.Before(victim.closedAt)):
-			victim = c
-		case victim.closedAt.IsZero() && c.closedAt.IsZero() && c.first.Before(victim.first):
+		if c.live {
+			continue
+		}
+		if victim == nil || better(c) {
 			victim = c
 		}
 	}
@@ -356,12 +406,14 @@ func (s *Server) periodic() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rows := s.table(snap, now)
-	s.broadcast(encode("conns", &connsEvent{T: t, Conns: rows}))
+	s.lastConns = encode("conns", &connsEvent{T: t, Conns: rows})
+	s.broadcast(s.lastConns)
 	faults := "no faults"
 	if snap.Faults != nil {
 		faults = snap.Faults.Settings
 	}
-	s.broadcast(encode("counters", &countersEvent{T: t, Layers: counters(snap), Faults: faults}))
+	s.lastCounters = encode("counters", &countersEvent{T: t, Layers: counters(snap), Faults: faults})
+	s.broadcast(s.lastCounters)
 	if lost != s.lastLost {
 		s.lastLost = lost
 		s.broadcast(encode("lost", &lostEvent{T: t, N: lost, Why: "the UI's taps fell behind the stack"}))
@@ -380,9 +432,18 @@ func (s *Server) table(snap *stack.Snapshot, now time.Time) []connRow {
 		}
 		key := ci.Local.String() + "-" + ci.Remote.String()
 		live[key] = ci
-		if _, ok := s.conns[key]; !ok && len(s.conns) < maxConns {
-			// A connection that sent nothing since the UI started.
-			s.conns[key] = newConnHist(key, "TCP", now)
+		if c, ok := s.conns[key]; ok {
+			c.live = true
+			continue
+		}
+		// A connection that sent nothing since the UI started.
+		if len(s.conns) >= maxConns {
+			s.forgetOne()
+		}
+		if len(s.conns) < maxConns {
+			c := newConnHist(key, "TCP", now)
+			c.live = true
+			s.conns[key] = c
 		}
 	}
 	rows := make([]connRow, 0, len(s.conns))
@@ -408,8 +469,11 @@ func (s *Server) table(snap *stack.Snapshot, now time.Time) []connRow {
 // encode frames one event for the stream.
 func encode(typ string, v any) []byte {
 	body, err := json.Marshal(v)
-	if err != nil { // only our own types: a bug
-		panic(fmt.Sprintf("webui: encoding %s: %v", typ, err))
+	if err != nil {
+		// Only our own types, whose floats are times and durations: a
+		// bug, which must not take the stack down with it.
+		body, _ = json.Marshal(map[string]string{"error": fmt.Sprintf("encoding %s: %v", typ, err)})
+		typ = "error"
 	}
 	msg := make([]byte, 0, len(body)+len(typ)+16)
 	msg = append(msg, "event: "...)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,7 +241,7 @@ func TestStalledPage(t *testing.T) {
 	}
 	defer stalled.Close()
 	stalled.(*net.TCPConn).SetReadBuffer(4096)
-	if _, err := io.WriteString(stalled, "GET /events HTTP/1.1\r\nHost: ui\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(stalled, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	good, stop := stream(t, url)
@@ -248,13 +249,16 @@ func TestStalledPage(t *testing.T) {
 	next(t, good, "hello")
 	waitPages(t, s, 2)
 
-	// Feed far more than a page's queue and the socket buffers hold, as the
-	// tap would: every call must return at once.
+	// Feed, as the tap would, until the stalled page's queue and socket
+	// buffers are full and it is dropped (bounded: 64 MiB of socket buffer
+	// would not hold it): every call must return at once.
 	pkts := session()
-	const rounds = 3 * pageQueue
+	const most = 50 * pageQueue
 	start := time.Now()
 	var slowest time.Duration
-	for i := range rounds {
+	rounds := 0
+	for i := 0; i < most && s.PagesDropped() == 0; i++ {
+		rounds++
 		t0 := time.Now()
 		s.Packet(pkts[i%len(pkts)])
 		slowest = max(slowest, time.Since(t0))
@@ -265,7 +269,7 @@ func TestStalledPage(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d packets in %v, slowest %v", rounds, time.Since(start), slowest)
+	t.Logf("%d packets in %v, slowest %v; %d dropped", rounds, time.Since(start), slowest, s.PagesDropped())
 	if slowest > time.Second {
 		t.Errorf("a packet took %v to hand to the UI: the stack waited for a page", slowest)
 	}
@@ -334,5 +338,62 @@ func TestBoundedHistory(t *testing.T) {
 	c := s.conns[connKey]
 	if len(c.packets.ev) != Keep || c.packets.trimmed != 10 {
 		t.Errorf("kept %d, trimmed %d; want %d, 10", len(c.packets.ev), c.packets.trimmed, Keep)
+	}
+}
+
+// TestRebinding: on loopback the UI answers only requests addressed to
+// loopback, so a page elsewhere cannot read it through a name of its own.
+func TestRebinding(t *testing.T) {
+	_, url := newServer(t, func() []stack.ConnInfo { return nil })
+	for host, want := range map[string]int{"evil.example": http.StatusMisdirectedRequest, "localhost": 200, "127.0.0.1:1": 200} {
+		req, _ := http.NewRequest("GET", url+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %s, want %d", host, resp.Status, want)
+		}
+	}
+}
+
+// TestScanKeepsLiveConnection: a port scan fills the table, but never pushes
+// out a connection netstack has; a SYN on the 4-tuple of a closed connection
+// starts a new one.
+func TestScanKeepsLiveConnection(t *testing.T) {
+	var mu sync.Mutex // the ticker reads the list too
+	live := []stack.ConnInfo{{Local: stk, Remote: peer, State: "ESTABLISHED"}}
+	s, _ := newServer(t, func() []stack.ConnInfo { mu.Lock(); defer mu.Unlock(); return live })
+	pkts := session()
+	for _, p := range pkts[:5] {
+		s.Packet(p)
+	}
+	s.periodic()
+	for port := range uint16(2 * maxConns) {
+		b := segment(netip.AddrPortFrom(peer.Addr(), 10000+port), stk, header.TCPFlagSyn, 1, 0, "")
+		s.Packet(tap.Packet{Time: time.Now(), Dir: tap.In, Data: b, Len: len(b)})
+	}
+	s.mu.Lock()
+	c, ok := s.conns[connKey]
+	n := len(s.conns)
+	s.mu.Unlock()
+	if !ok || n > maxConns {
+		t.Fatalf("after the scan: the live connection kept %t, %d connections", ok, n)
+	}
+	for _, p := range pkts[5:] {
+		s.Packet(p)
+	}
+	mu.Lock()
+	live = nil
+	mu.Unlock()
+	s.periodic()
+	s.Packet(pkts[0]) // the same 4-tuple again
+	s.mu.Lock()
+	again := s.conns[connKey]
+	s.mu.Unlock()
+	if again == c || again.bytesIn != 0 || len(again.packets.ev) != 1 {
+		t.Errorf("a new SYN on a closed 4-tuple did not start a new connection")
 	}
 }

@@ -141,7 +141,7 @@ function renderStatus() {
   const lost = model.lostTotal();
   if (lost > 0) {
     const why = model.lostWhy ? ` (${esc(model.lostWhy)})` : "";
-    parts.push(`<span class="warn">the browser fell behind: ${lost} events dropped${why}</span>`);
+    parts.push(`<span class="warn">${lost} events not shown${why}</span>`);
   }
   const c = model.selectedConn();
   const notKept = c ? c.notKept() : 0;

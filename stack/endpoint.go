@@ -66,10 +66,23 @@ var ErrDeviceFailing = errors.New("reading from the TUN device keeps failing")
 // device into buffers it reuses, and hands each packet to netstack, copying it
 // once. Outbound, WritePackets copies netstack's packets into reused buffers
 // and writes them to the device as one batch.
+//
+// On the fast path (NewOffloadEndpoint, offload.go) it reads and writes the
+// device's frames itself instead: TCP superpackets cross whole both ways,
+// behind a virtio-net header, and the tun.Device is only closed.
 type Endpoint struct {
 	dev   tun.Device
 	batch int
 	mtu   atomic.Uint32
+
+	// frames, when set, is the fast path (offload.go): frames with the
+	// virtio header are read and written on it, and dev is only closed.
+	frames FrameDevice
+	// rxTrust is what Capabilities says of RX checksum offload: netstack
+	// reads it for every packet it is handed (nic.DeliverNetworkPacket),
+	// so the delivering goroutine sets it, under inMu, to what the
+	// kernel said of that packet's checksum.
+	rxTrust atomic.Bool
 
 	// dispatcher is netstack's side of the NIC; the read loop loads it
 	// once a batch.
@@ -90,11 +103,24 @@ type Endpoint struct {
 	stats   EndpointStats
 	packets tap.Bus[tap.Packet] // every packet that crossed the device, for the taps
 
+	// The fast path's write state, guarded by writeMu: the virtio header
+	// of the packet being written, the pieces handed to WriteFrame, a
+	// header of zeros for plain packets, a copy of a packet for the fault
+	// injector (or one with too many pieces), one for the taps, and the
+	// segmenter that cuts superpackets while outbound faults apply.
+	txHdr     [VirtioNetHdrLen]byte
+	txZeroHdr [VirtioNetHdrLen]byte
+	txIov     [][]byte
+	txCopy    []byte
+	txTap     []byte
+	txSeg     segmenter
+
 	// Fault injection, when asked for: faults is nil until then, and the
 	// data path pays one atomic load a batch for it.
 	faults    atomic.Pointer[fault.Injector]
 	faultMu   sync.Mutex // serializes SetFaults and closeFaults
-	inMu      sync.Mutex // inbound deliveries while faults apply to them
+	inMu      sync.Mutex // inbound deliveries while faults apply to them, and every one on the fast path
+	rxSeg     segmenter  // guarded by inMu: cuts inbound superpackets while faults apply
 	closeOnce sync.Once
 	devOnce   sync.Once
 }
@@ -106,9 +132,19 @@ type EndpointStats struct {
 	RxBytes      atomic.Uint64
 	RxDropped    atomic.Uint64 // packets that were not IPv4 or IPv6 (first nibble), or empty, or came while detached
 	RxReadErrors atomic.Uint64 // failed device reads (a frame the device could not parse, too many segments, a failed read)
+	RxBadFrames  atomic.Uint64 // fast path: frames dropped for a malformed virtio header or one that does not fit its packet
 	TxPackets    atomic.Uint64 // packets written to the device
 	TxBytes      atomic.Uint64
 	TxErrors     atomic.Uint64 // write batches the device refused (interface down, device closed)
+
+	// The fast path (offloads on) moves TCP superpackets: one of them
+	// counts as one packet above, with all its bytes, and here too, with
+	// the number of wire-sized segments it stands for. Segments counts
+	// every packet that crossed as the wire-sized segments it stands for
+	// (a packet that is not a superpacket is one), so Segments/Packets is
+	// the average superpacket's gain.
+	RxSuperpackets, RxSegments atomic.Uint64
+	TxSuperpackets, TxSegments atomic.Uint64
 
 	// The same, per IP version.
 	RxIPv4Packets, RxIPv4Bytes, RxIPv6Packets, RxIPv6Bytes atomic.Uint64
@@ -155,10 +191,14 @@ func transportOf(pkt []byte) int {
 // protoCount adds up packets and bytes per transport protocol for a batch.
 type protoCount [numProtos]struct{ packets, bytes uint64 }
 
-func (c *protoCount) add(pkt []byte) {
+func (c *protoCount) add(pkt []byte) { c.addSized(pkt, len(pkt)) }
+
+// addSized counts a packet of size bytes whose first bytes are pkt (its IP
+// header at least).
+func (c *protoCount) addSized(pkt []byte, size int) {
 	i := transportOf(pkt)
 	c[i].packets++
-	c[i].bytes += uint64(len(pkt))
+	c[i].bytes += uint64(size)
 }
 
 func (c *protoCount) flush(to *[numProtos]struct{ Packets, Bytes atomic.Uint64 }) {
@@ -195,6 +235,27 @@ func NewEndpoint(dev tun.Device, mtu int) (*Endpoint, error) {
 	e.mtu.Store(uint32(mtu))
 	return e, nil
 }
+
+// NewOffloadEndpoint returns a link endpoint on the fast path: it reads and
+// writes frames with the virtio-net header on frames (offload.go), and uses
+// dev only to close it. The caller keeps ownership of dev until Close.
+func NewOffloadEndpoint(dev tun.Device, frames FrameDevice, mtu int) (*Endpoint, error) {
+	e, err := NewEndpoint(dev, mtu)
+	if err != nil {
+		return nil, err
+	}
+	e.frames = frames
+	e.txIov = make([][]byte, 0, maxTxPieces)
+	return e, nil
+}
+
+// maxTxPieces is how many pieces one written frame may have: its header and
+// the views of a packet of netstack's (a header view and a few payload
+// chunks; a 64 KiB payload spans at most a handful).
+const maxTxPieces = 64
+
+// Offload tells whether the endpoint is on the fast path.
+func (e *Endpoint) Offload() bool { return e.frames != nil }
 
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() *EndpointStats { return &e.stats }
@@ -304,10 +365,40 @@ func (*Endpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
 func (*Endpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements stack.LinkEndpoint.Capabilities. None: netstack
-// computes and verifies every checksum itself, and there is no neighbour
-// resolution on a point-to-point L3 link.
-func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+// Capabilities implements stack.LinkEndpoint.Capabilities. There is no
+// neighbour resolution on a point-to-point L3 link. Netstack verifies every
+// checksum itself, except, on the fast path, those of a packet whose
+// checksum the kernel vouched for (rxTrust): netstack asks for the
+// capabilities as it takes each packet, and the delivering goroutine sets
+// rxTrust just before. Transmit checksums are computed by netstack, except
+// TCP's, which host GSO (GSOMaxSize) leaves to the kernel.
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.frames != nil && e.rxTrust.Load() {
+		return stack.CapabilityRXChecksumOffload
+	}
+	return stack.CapabilityNone
+}
+
+var _ stack.GSOEndpoint = (*Endpoint)(nil)
+
+// GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize: on the fast path, TCP
+// segments of up to 64 KiB, for the kernel to cut.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.frames != nil {
+		return gsoMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.SupportedGSO: host GSO on the
+// fast path (the kernel segments, netstack's TCP leaves the checksum partial),
+// none on the tun.Device path.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.frames != nil {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
 
 // ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
 func (*Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
@@ -341,7 +432,11 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	defer e.mu.Unlock()
 	if d != nil && !e.started && !e.stopping.Load() {
 		e.started = true
-		go e.readLoop()
+		if e.frames != nil {
+			go e.readFramesLoop()
+		} else {
+			go e.readLoop()
+		}
 	}
 }
 
@@ -373,7 +468,9 @@ func (e *Endpoint) StopReading() {
 		return
 	}
 	stopped := false
-	if d, ok := e.dev.(readDeadliner); ok {
+	if e.frames != nil {
+		stopped = e.frames.SetReadDeadline(time.Now()) == nil
+	} else if d, ok := e.dev.(readDeadliner); ok {
 		stopped = d.SetReadDeadline(time.Now()) == nil
 	} else if f := e.dev.File(); f != nil {
 		// wireguard hands the non-blocking fd to Go's poller ("must happen
@@ -443,37 +540,47 @@ func (e *Endpoint) readLoop() {
 			failing = 0
 			continue
 		}
-		e.stats.RxReadErrors.Add(1)
-		var syscallErr *fs.PathError
-		switch {
-		case errors.Is(err, os.ErrClosed):
-			// Closed, or the interface was deleted: the kernel answers
-			// EBADFD, which wireguard turns into os.ErrClosed.
-			e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
+		if e.readFailed(err, &failing) {
 			return
-		case errors.As(err, &syscallErr):
-			// The read itself failed. When the interface was deleted
-			// while a read waited, Go's poller may answer "not pollable"
-			// for good instead of EBADFD: ask the device.
-			if deviceGone(e.dev) {
-				e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
-				return
-			}
-			// Once is weather (ENOBUFS); a hundred times in a row is a
-			// broken device.
-			if failing++; failing >= maxFailingReads {
-				e.setErr(fmt.Errorf("%w: %d reads in a row, the last: %v", ErrDeviceFailing, failing, err))
-				return
-			}
-		default:
-			// One frame lost: a virtio header wireguard could not
-			// parse, or a superpacket that split into more segments
-			// than a batch holds (ErrTooManySegments: the first n were
-			// delivered, TCP retransmits the rest). Each such error
-			// consumed a frame, so this cannot spin.
-			failing = 0
 		}
 	}
+}
+
+// readFailed counts a failed read and tells whether the read loop must end
+// (then Err says why). failing counts the reads in a row that failed in the
+// system call.
+func (e *Endpoint) readFailed(err error, failing *int) bool {
+	e.stats.RxReadErrors.Add(1)
+	var syscallErr *fs.PathError
+	switch {
+	case errors.Is(err, os.ErrClosed):
+		// Closed, or the interface was deleted: the kernel answers
+		// EBADFD, which wireguard (and tunif) turn into os.ErrClosed.
+		e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
+		return true
+	case errors.As(err, &syscallErr):
+		// The read itself failed. When the interface was deleted
+		// while a read waited, Go's poller may answer "not pollable"
+		// for good instead of EBADFD: ask the device.
+		if deviceGone(e.dev) {
+			e.setErr(fmt.Errorf("%w: %v", ErrDeviceGone, err))
+			return true
+		}
+		// Once is weather (ENOBUFS); a hundred times in a row is a
+		// broken device.
+		if *failing++; *failing >= maxFailingReads {
+			e.setErr(fmt.Errorf("%w: %d reads in a row, the last: %v", ErrDeviceFailing, *failing, err))
+			return true
+		}
+	default:
+		// One frame lost: a virtio header wireguard could not
+		// parse, or a superpacket that split into more segments
+		// than a batch holds (ErrTooManySegments: the first n were
+		// delivered, TCP retransmits the rest). Each such error
+		// consumed a frame, so this cannot spin.
+		*failing = 0
+	}
+	return false
 }
 
 // deviceGone tells whether the TUN interface behind dev's file was deleted:
@@ -513,21 +620,7 @@ func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
 		e.inMu.Lock()
 		defer e.inMu.Unlock()
 		for i, buf := range bufs {
-			pkt := buf[DeviceOffset : DeviceOffset+sizes[i]]
-			v := j.Decide(fault.In, pkt)
-			switch {
-			case v.Drop != "":
-				if r.tapped {
-					tap.PublishFaulted(&e.packets, r.now, tap.In, pkt, v.Drop, "")
-				}
-			case v.Held:
-				// The injector delivers it when its time comes.
-			default:
-				r.receive(pkt, v.Note)
-				if v.Dup {
-					r.receive(pkt, "duplicate")
-				}
-			}
+			r.faulted(j, buf[DeviceOffset:DeviceOffset+sizes[i]])
 		}
 	} else {
 		for i, buf := range bufs {
@@ -535,6 +628,25 @@ func (e *Endpoint) deliver(bufs [][]byte, sizes []int) {
 		}
 	}
 	r.count()
+}
+
+// faulted passes one packet read from the device through the fault
+// injector, and on to netstack unless it drops or holds it.
+func (r *receiver) faulted(j *fault.Injector, pkt []byte) {
+	v := j.Decide(fault.In, pkt)
+	switch {
+	case v.Drop != "":
+		if r.tapped {
+			tap.PublishFaulted(&r.e.packets, r.now, tap.In, pkt, v.Drop, "")
+		}
+	case v.Held:
+		// The injector delivers it when its time comes.
+	default:
+		r.receive(pkt, v.Note)
+		if v.Dup {
+			r.receive(pkt, "duplicate")
+		}
+	}
 }
 
 // receiver hands packets read from the device to netstack, and counts them.
@@ -545,6 +657,7 @@ type receiver struct {
 	now                  time.Time
 	delivered, bytes, v4 uint64
 	v4Bytes, dropped     uint64
+	superpackets, segs   uint64
 	protos               protoCount
 }
 
@@ -563,6 +676,15 @@ func (r *receiver) receive(pkt []byte, note string) {
 	if r.tapped {
 		tap.PublishFaulted(&r.e.packets, r.now, tap.In, pkt, "", note)
 	}
+	r.hand(pkt, nil, 1, false)
+}
+
+// hand gives one IP packet to netstack. Its bytes are copied into a buffer
+// netstack owns, or, when v is not nil, v (which holds them) becomes
+// netstack's: then hand returns true. segments is how many wire-sized
+// packets it stands for; trusted says that netstack need not verify its
+// checksums (the fast path only, under inMu).
+func (r *receiver) hand(pkt []byte, v *buffer.View, segments int, trusted bool) (tookView bool) {
 	// A TUN in IFF_NO_PI mode gives no protocol field: the IP version is
 	// the first nibble of the packet (RFC 791 §3.1, RFC 8200 §3).
 	var proto tcpip.NetworkProtocolNumber
@@ -573,15 +695,18 @@ func (r *receiver) receive(pkt []byte, note string) {
 		proto = header.IPv6ProtocolNumber
 	default:
 		r.dropped++
-		return
+		return false
 	}
 	if r.ref == nil {
 		r.dropped++
-		return
+		return false
 	}
-	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	r.ref.d.DeliverNetworkPacket(proto, pb)
-	pb.DecRef()
+	// Counted before netstack has it: a view handed over may be reused
+	// for another packet as soon as netstack is done with this one.
+	if segments > 1 {
+		r.superpackets++
+	}
+	r.segs += uint64(segments)
 	r.delivered++
 	r.bytes += uint64(len(pkt))
 	r.protos.add(pkt)
@@ -589,6 +714,20 @@ func (r *receiver) receive(pkt []byte, note string) {
 		r.v4++
 		r.v4Bytes += uint64(len(pkt))
 	}
+	if r.e.frames != nil && r.e.rxTrust.Load() != trusted {
+		r.e.rxTrust.Store(trusted)
+	}
+	var payload buffer.Buffer
+	if v != nil {
+		v.CapLength(len(pkt))
+		payload = buffer.MakeWithView(v)
+	} else {
+		payload = buffer.MakeWithData(pkt)
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	r.ref.d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+	return v != nil
 }
 
 // count adds what the receiver handled to the endpoint's counters.
@@ -601,16 +740,25 @@ func (r *receiver) count() {
 	st.RxIPv6Packets.Add(r.delivered - r.v4)
 	st.RxIPv6Bytes.Add(r.bytes - r.v4Bytes)
 	r.protos.flush(&st.Rx)
+	if r.segs > 0 {
+		st.RxSegments.Add(r.segs)
+		if r.superpackets > 0 {
+			st.RxSuperpackets.Add(r.superpackets)
+		}
+	}
 	if r.dropped > 0 {
 		st.RxDropped.Add(r.dropped)
 	}
 }
 
-// WritePackets implements stack.LinkEndpoint.WritePackets. It copies each
-// packet into a reused buffer behind DeviceOffset bytes of headroom and writes
-// them to the device in batches of at most BatchSize. With fault injection on
-// the way out, each packet may be dropped, held back (written later by the
-// injector), changed or duplicated first.
+// WritePackets implements stack.LinkEndpoint.WritePackets. On the fast path
+// it writes each packet behind its virtio header, from netstack's own views
+// (writeFrames). Otherwise it copies each packet into a reused buffer behind
+// DeviceOffset bytes of headroom and writes them to the device in batches of
+// at most BatchSize. With fault injection on the way out, each packet — on
+// the fast path each wire-sized segment of it, with full checksums — may be
+// dropped, held back (written later by the injector), changed or duplicated
+// first.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
@@ -624,43 +772,36 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	if j := e.faults.Load(); j != nil && j.Applies(fault.Out) {
 		inj = j
 	}
+	if e.frames != nil && inj == nil {
+		if err := e.writeFrames(all, tapped, now); err != nil {
+			return len(all), &tcpip.ErrClosedForSend{}
+		}
+		return len(all), nil
+	}
 	w := e.txWriter()
 	for _, pkt := range all {
-		size := pkt.Size()
-		buf := w.next(size)
-		copyPacket(buf, pkt)
-		if inj == nil {
-			if tapped {
-				tap.PublishPacket(&e.packets, now, tap.Out, buf)
-			}
-			w.add()
-		} else {
-			v := inj.Decide(fault.Out, buf)
-			switch {
-			case v.Drop != "":
-				if tapped {
-					tap.PublishFaulted(&e.packets, now, tap.Out, buf, v.Drop, "")
-				}
-				continue
-			case v.Held:
-				continue // the injector writes it when its time comes
-			}
-			if tapped {
-				tap.PublishFaulted(&e.packets, now, tap.Out, buf, "", v.Note)
-			}
-			w.add()
-			if v.Dup {
-				if err := w.flushIfFull(); err != nil {
+		if inj != nil && e.frames != nil {
+			for _, seg := range e.wireOut(pkt) {
+				buf := w.next(len(seg))
+				copy(buf, seg)
+				if err := w.decideOut(inj, buf, tapped, now); err != nil {
 					return len(all), &tcpip.ErrClosedForSend{}
 				}
-				dup := w.next(size)
-				copy(dup, buf)
-				if tapped {
-					tap.PublishFaulted(&e.packets, now, tap.Out, dup, "", "duplicate")
-				}
-				w.add()
 			}
+			continue
 		}
+		buf := w.next(pkt.Size())
+		copyPacket(buf, pkt)
+		if inj != nil {
+			if err := w.decideOut(inj, buf, tapped, now); err != nil {
+				return len(all), &tcpip.ErrClosedForSend{}
+			}
+			continue
+		}
+		if tapped {
+			tap.PublishPacket(&e.packets, now, tap.Out, buf)
+		}
+		w.add()
 		if err := w.flushIfFull(); err != nil {
 			return len(all), &tcpip.ErrClosedForSend{}
 		}
@@ -669,6 +810,40 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		return len(all), &tcpip.ErrClosedForSend{}
 	}
 	return len(all), nil
+}
+
+// decideOut passes the packet in buf, the buffer next returned, through the
+// fault injector: it joins the batch (twice, when duplicated) unless the
+// injector drops or holds it. It returns an error only when the device is
+// closed.
+func (w *txWriter) decideOut(inj *fault.Injector, buf []byte, tapped bool, now time.Time) error {
+	e := w.e
+	v := inj.Decide(fault.Out, buf)
+	switch {
+	case v.Drop != "":
+		if tapped {
+			tap.PublishFaulted(&e.packets, now, tap.Out, buf, v.Drop, "")
+		}
+		return nil
+	case v.Held:
+		return nil // the injector writes it when its time comes
+	}
+	if tapped {
+		tap.PublishFaulted(&e.packets, now, tap.Out, buf, "", v.Note)
+	}
+	w.add()
+	if v.Dup {
+		if err := w.flushIfFull(); err != nil {
+			return err
+		}
+		dup := w.next(len(buf))
+		copy(dup, buf)
+		if tapped {
+			tap.PublishFaulted(&e.packets, now, tap.Out, dup, "", "duplicate")
+		}
+		w.add()
+	}
+	return w.flushIfFull()
 }
 
 // txWriter fills the endpoint's transmit buffers and writes them to the
@@ -714,7 +889,12 @@ func (w *txWriter) flush() error {
 	}
 	e := w.e
 	n := len(w.batch)
-	_, err := e.dev.Write(w.batch, DeviceOffset)
+	var err error
+	if e.frames != nil {
+		err = e.writePlainFrames(w.batch)
+	} else {
+		_, err = e.dev.Write(w.batch, DeviceOffset)
+	}
 	w.batch = w.batch[:0]
 	if err != nil {
 		e.stats.TxErrors.Add(1)
@@ -735,6 +915,7 @@ func (w *txWriter) flush() error {
 		}
 	}
 	e.stats.TxPackets.Add(uint64(n))
+	e.stats.TxSegments.Add(uint64(n))
 	e.stats.TxBytes.Add(bytes)
 	e.stats.TxIPv4Packets.Add(v4)
 	e.stats.TxIPv4Bytes.Add(v4Bytes)

@@ -63,6 +63,12 @@ type Config struct {
 	// Faults is the fault injection on the link at start; Link().SetFaults
 	// changes it later.
 	Faults fault.Config
+	// Frames, when set, puts the link on the fast path (offload.go): it
+	// reads and writes frames with the virtio-net header on it — TCP
+	// superpackets both ways, the kernel's checksums trusted — and uses
+	// the tun.Device only to close it. nil: the tun.Device carries
+	// every packet, one MTU at a time.
+	Frames FrameDevice
 	// Forward, when set, turns on forwarding mode (forward.go): connections
 	// to any other destination the kernel routes into the TUN are carried on
 	// over kernel sockets.
@@ -90,7 +96,13 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 		dev.Close()
 		return nil, err
 	}
-	ep, err := NewEndpoint(dev, cfg.MTU)
+	var ep *Endpoint
+	var err error
+	if cfg.Frames != nil {
+		ep, err = NewOffloadEndpoint(dev, cfg.Frames, cfg.MTU)
+	} else {
+		ep, err = NewEndpoint(dev, cfg.MTU)
+	}
 	if err != nil {
 		dev.Close()
 		return nil, err

@@ -78,6 +78,16 @@ type LinkCounters struct {
 	RxDropped     uint64 `json:"rx_dropped"`
 	RxReadErrors  uint64 `json:"rx_read_errors"`
 	TxErrors      uint64 `json:"tx_errors"`
+	// The fast path (offloads): frames dropped as malformed, and TCP
+	// superpackets with the wire-sized segments every packet stands for
+	// (EndpointStats says how they count).
+	RxBadFrames    uint64 `json:"rx_bad_frames"`
+	RxSuperpackets uint64 `json:"rx_superpackets"`
+	RxSegments     uint64 `json:"rx_segments"`
+	TxSuperpackets uint64 `json:"tx_superpackets"`
+	TxSegments     uint64 `json:"tx_segments"`
+	// Offload is true on the fast path.
+	Offload bool `json:"offload"`
 	// Per transport protocol, as the IP header names it.
 	Rx ProtoCounters `json:"rx_by_protocol"`
 	Tx ProtoCounters `json:"tx_by_protocol"`
@@ -204,6 +214,9 @@ func (s *Stack) Snapshot() *Snapshot {
 		TxIPv6Packets: ls.TxIPv6Packets.Load(), TxIPv6Bytes: ls.TxIPv6Bytes.Load(),
 		RxDropped: ls.RxDropped.Load(), RxReadErrors: ls.RxReadErrors.Load(), TxErrors: ls.TxErrors.Load(),
 		Rx: protoCounters(&ls.Rx), Tx: protoCounters(&ls.Tx),
+		RxBadFrames: ls.RxBadFrames.Load(), RxSuperpackets: ls.RxSuperpackets.Load(), RxSegments: ls.RxSegments.Load(),
+		TxSuperpackets: ls.TxSuperpackets.Load(), TxSegments: ls.TxSegments.Load(),
+		Offload: s.ep.Offload(),
 	}
 	st := s.ns.Stats()
 	if info, ok := s.ns.NICInfo()[nicID]; ok {
@@ -244,6 +257,7 @@ func (s *Stack) Snapshot() *Snapshot {
 	d := snap.Drops
 	d = appendDrop(d, "link", "not an IPv4 or IPv6 packet", snap.Link.RxDropped)
 	d = appendDrop(d, "link", "device read failed", snap.Link.RxReadErrors)
+	d = appendDrop(d, "link", "malformed offload frame", snap.Link.RxBadFrames)
 	d = appendDrop(d, "link", "device refused a write batch", snap.Link.TxErrors)
 	for _, v := range []struct {
 		name string

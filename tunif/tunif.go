@@ -13,7 +13,8 @@
 //
 // Neighbours: stack/ (the internet and transport layers, gVisor's netstack)
 // consumes the device through the tun.Device interface that Interface.Device
-// returns, and never calls netlink; cmd/ustack creates the Interface and hands
+// returns — or, on the fast path, its frames with the virtio-net header
+// through Interface.Frames (frames.go) — and never calls netlink; cmd/ustack creates the Interface and hands
 // the device over. Nothing here imports gVisor (an import-graph test pins
 // that): this package moves whole IP packets and does not look inside them.
 //

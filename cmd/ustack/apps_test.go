@@ -193,6 +193,12 @@ func TestAppsThroughLoss(t *testing.T) {
 	if s.TCP.Retransmits == 0 {
 		t.Errorf("no retransmissions at 5%% loss: %+v", s.TCP)
 	}
+	// The faults decide per wire-sized segment: on the fast path, with
+	// faults both ways, no superpacket crosses whole.
+	if !s.Link.Offload || s.Link.RxSuperpackets != 0 || s.Link.TxSuperpackets != 0 {
+		t.Errorf("offload %v, superpackets in %d, out %d: want the fast path, every superpacket cut for the faults",
+			s.Link.Offload, s.Link.RxSuperpackets, s.Link.TxSuperpackets)
+	}
 	p.stop(t, syscall.SIGINT)
 }
 

@@ -209,10 +209,20 @@ const (
 	stackV6 = "fd75:7374:6163:6b::2"
 )
 
-// TestUp runs the default `ustack up` once and drives it as a person would.
+// TestUp runs the default `ustack up` and drives it as a person would: on
+// the fast path (offloads, the default) and on the tun.Device path.
 func TestUp(t *testing.T) {
 	netnstest.Require(t)
-	p := start(t, "TCP Server running", "up")
+	for _, offload := range []string{"on", "off"} {
+		t.Run("offload="+offload, func(t *testing.T) { testUp(t, offload) })
+	}
+}
+
+func testUp(t *testing.T, offload string) {
+	p := start(t, "TCP Server running", "up", "--offload", offload)
+	if got := statsJSON(t).Link.Offload; got != (offload == "on") {
+		t.Errorf("--offload %s: the link says offload=%v; stderr:\n%s", offload, got, p.stderr.String())
+	}
 
 	out := p.stdout.String()
 	for _, want := range []string{

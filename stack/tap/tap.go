@@ -51,6 +51,13 @@ type Packet struct {
 	// Note says what fault injection did to a packet that crossed:
 	// "corrupted", "duplicate", "delayed 20ms", "reordered"…
 	Note string
+	// Segments is, for a TCP superpacket that crossed whole (the TUN's
+	// offloads: TSO from the kernel, GSO from the stack), how many
+	// wire-sized segments it stands for, of SegmentSize bytes of payload
+	// each (the last may be shorter); 0 for a packet that would cross a
+	// wire as it is. Shown as one packet, as tcpdump shows one on an
+	// offloading NIC.
+	Segments, SegmentSize int
 }
 
 // Bus delivers events of type E to its subscribers. The zero value is
@@ -157,6 +164,16 @@ func (s *Sub[E]) Close() {
 // returns. Call it only when b.Active().
 func PublishPacket(b *Bus[Packet], now time.Time, dir Dir, data []byte) {
 	PublishFaulted(b, now, dir, data, "", "")
+}
+
+// PublishSuperpacket is PublishPacket for a TCP superpacket that stands for
+// segments wire-sized segments of segSize bytes of payload.
+func PublishSuperpacket(b *Bus[Packet], now time.Time, dir Dir, data []byte, segments, segSize int) {
+	n := len(data)
+	if snap := b.snapLen(); snap > 0 {
+		n = min(n, snap)
+	}
+	b.Publish(Packet{Time: now, Dir: dir, Data: append([]byte(nil), data[:n]...), Len: len(data), Segments: segments, SegmentSize: segSize})
 }
 
 // PublishFaulted is PublishPacket for a packet fault injection dropped (drop

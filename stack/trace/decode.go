@@ -22,6 +22,7 @@ const (
 func (t *Tracer) decode(p tap.Packet, d *Decoded) {
 	d.Dir, d.Time = p.Dir, p.Time
 	d.FaultDrop, d.FaultNote = p.Drop, p.Note
+	d.Segments, d.SegmentSize = p.Segments, p.SegmentSize
 	// A packet fault injection dropped on the way in was sent by the
 	// kernel (its resend is a retransmission) but never received by the
 	// stack: it changes the stack's state in nothing. One dropped on the

@@ -54,6 +54,13 @@ func (d *Decoded) appendLine(b []byte) []byte {
 		b = append(b, " state "...)
 		b = append(b, d.State...)
 	}
+	if d.Segments > 1 {
+		// As tcpdump shows a packet an offloading NIC has yet to cut.
+		b = append(b, "   TSO "...)
+		b = strconv.AppendInt(b, int64(d.Segments), 10)
+		b = append(b, "×"...)
+		b = strconv.AppendInt(b, int64(d.SegmentSize), 10)
+	}
 	switch {
 	case d.FaultDrop != "":
 		b = append(b, "   ✗ dropped by fault injection: "...)

@@ -162,6 +162,11 @@ type Decoded struct {
 	FaultDrop, FaultNote string
 	lostIn               bool // FaultDrop on the way in: the stack never got it
 
+	// Segments and SegmentSize: a TCP superpacket that crossed the TUN
+	// whole (offloads), standing for Segments wire segments of
+	// SegmentSize bytes of payload; 0 otherwise.
+	Segments, SegmentSize int
+
 	stopped layer // the layer Malformed or Cut is about
 	drop    bool  // a checksum is bad: the receiver drops it, it changes no state
 	hdr     bool  // the transport's fixed header was decoded

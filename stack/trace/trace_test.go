@@ -701,3 +701,22 @@ func TestFaultInjectionMarks(t *testing.T) {
 			"← out  IPv4 198.18.0.2 → 198.18.0.1 ttl 64 len 40 | TCP 5000 → 43512 ACK ack 2 win 65535   [teardown: FIN acknowledged] state CLOSE-WAIT   ⚡ fault injection: delayed 20ms"},
 	})
 }
+
+// TestSuperpacketMark: a TCP superpacket that crossed the TUN whole is one
+// line, marked with the segments it stands for, as tcpdump shows a packet an
+// offloading NIC has yet to cut.
+func TestSuperpacketMark(t *testing.T) {
+	c, tr := newConv(netip.AddrPortFrom(stack4, 5000), netip.AddrPortFrom(peer4, 43512)), New(Options{})
+	tso := func(p tap.Packet, n, size int) tap.Packet { p.Segments, p.SegmentSize = n, size; return p }
+	data := strings.Repeat("x", 4000)
+	runSteps(t, tr, []step{
+		{c.in(syn, ci, 0, 64240, nil, ""),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 SYN seq 0 win 64240   [handshake 1/3: Client → SYN → Server]"},
+		{c.out(syn|ack, si, ci+1, 65535, nil, ""),
+			"← out  IPv4 198.18.0.2 → 198.18.0.1 ttl 64 len 40 | TCP 5000 → 43512 SYN-ACK seq 0 ack 1 win 65535   [handshake 2/3: Server → SYN-ACK → Client] state SYN-RCVD"},
+		{c.in(ack, ci+1, si+1, 502, nil, ""),
+			"→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 40 | TCP 43512 → 5000 ACK ack 1 win 502   [handshake 3/3: Client → ACK → Server] state ESTABLISHED"},
+		{tso(c.in(ack, ci+1, si+1, 502, nil, data), 3, 1448),
+			`→ in   IPv4 198.18.0.1 → 198.18.0.2 ttl 64 len 4040 | TCP 43512 → 5000 ACK seq 1:4001 ack 1 win 502 (4000 bytes) "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"…   [data]   TSO 3×1448`},
+	})
+}

@@ -93,6 +93,7 @@ type linkFlags struct {
 	mtu       int
 	noIPv6    bool
 	netns     string
+	offload   bool
 }
 
 // defaultStackAddr is the stack's address on a host prefix: the address after
@@ -117,6 +118,12 @@ func (l *linkFlags) register(fs *flagSet, name string, hosts []netip.Prefix) {
 	fs.Var(&l.stackAddr, p+"stack-addr", "the userspace stack's `address`, inside a host prefix; repeat for IPv4 and IPv6 (with only --"+p+"addr given: the address after each)")
 	fs.IntVar(&l.mtu, p+"mtu", tunif.DefaultMTU, "link MTU in bytes, 576..65535 (at least 1280 with IPv6)")
 	fs.BoolVar(&l.noIPv6, p+"no-ipv6", false, "IPv4 only: no IPv6 address on either side")
+	l.offload = true
+	fs.Var(onOff{&l.offload}, p+"offload", "the TUN's fast path (`on|off`): TCP superpackets of up to 64 KiB cross the device whole both ways "+
+		"(the kernel's TSO packets are read uncut, netstack's are written with a virtio-net GSO header for the kernel to cut) and checksums the kernel "+
+		"vouches for are not verified again; off, or where the kernel cannot, every packet crosses one MTU at a time through wireguard's tun.Device. "+
+		"While a fault (--loss, --corrupt, …) applies to a direction, that direction's superpackets are cut into wire-sized segments with full checksums "+
+		"first, so the faults and their counters are per segment, as on a wire; --trace and --pcap show a superpacket as one packet, noted TSO N×MSS")
 	fs.StringVar(&l.netns, "netns", "", "create the interface in this network `NAMESPACE`: a name made with ip netns add (then: ip netns exec NAME nc ...), or a path like /proc/PID/ns/net; ustack itself stays where it is")
 }
 
@@ -124,6 +131,9 @@ func (l *linkFlags) register(fs *flagSet, name string, hosts []netip.Prefix) {
 type linkPlan struct {
 	iface tunif.Config
 	stack stack.Config
+	// offload asks for the fast path (stack.Config.Frames), where the
+	// device can do it.
+	offload bool
 }
 
 // plan validates the flags and works out both ends' addresses.
@@ -185,8 +195,9 @@ func (l *linkFlags) plan() (linkPlan, error) {
 		}
 	}
 	plan := linkPlan{
-		iface: tunif.Config{Name: l.name, MTU: l.mtu, Addrs: hosts, Netns: l.netns},
-		stack: stack.Config{Addrs: stackPrefixes, MTU: l.mtu},
+		iface:   tunif.Config{Name: l.name, MTU: l.mtu, Addrs: hosts, Netns: l.netns},
+		stack:   stack.Config{Addrs: stackPrefixes, MTU: l.mtu},
+		offload: l.offload,
 	}
 	if err := plan.iface.Validate(); err != nil {
 		return linkPlan{}, usageErrorf("%v", err)
@@ -297,6 +308,14 @@ func bringUp(cmd string, plan linkPlan, obsf *observeFlags, env *Env, log *slog.
 	}
 	cfg := plan.stack
 	cfg.TCPProbe = obsf.probe != "" || obsf.ui != "" // the web view draws cwnd and RTT
+	if plan.offload {
+		frames, err := iface.Frames()
+		if err != nil {
+			log.Warn(fmt.Sprintf("offloads are not available, every packet crosses %s one MTU at a time: %v", iface.Name(), err))
+		} else {
+			cfg.Frames = frames
+		}
+	}
 	st, err := stack.New(iface.Device(), cfg)
 	if err != nil {
 		iface.Close()

@@ -106,6 +106,11 @@ func writeSnapshot(w io.Writer, name string, s *stack.Snapshot, conns bool) {
 	fmt.Fprintf(tw, "link\tin %d packets, %s (IPv4 %d, IPv6 %d)\tout %d packets, %s (IPv4 %d, IPv6 %d)\n",
 		l.RxPackets, bytesString(l.RxBytes), l.RxIPv4Packets, l.RxIPv6Packets,
 		l.TxPackets, bytesString(l.TxBytes), l.TxIPv4Packets, l.TxIPv6Packets)
+	if l.Offload {
+		// A superpacket is one packet above; here, what it stood for.
+		fmt.Fprintf(tw, "offload\tin %d superpackets, %d wire segments in all\tout %d superpackets, %d wire segments in all\n",
+			l.RxSuperpackets, l.RxSegments, l.TxSuperpackets, l.TxSegments)
+	}
 	for _, v := range []struct {
 		name           string
 		c              stack.IPCounters

@@ -32,6 +32,14 @@ func createError(name string, kind, cause error) error {
 	return fmt.Errorf("tunif: create TUN %q: %w: %w", name, kind, cause)
 }
 
+// configureError wraps the cause of a failed Configure, as createError does.
+func configureError(name string, kind, cause error) error {
+	if kind == nil {
+		return fmt.Errorf("tunif: configure %q: %w", name, cause)
+	}
+	return fmt.Errorf("tunif: configure %q: %w: %w", name, kind, cause)
+}
+
 // permission returns ErrPermission if err is EPERM or EACCES, else nil.
 func permission(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {

@@ -227,11 +227,24 @@ func (i *Interface) configure(cfg Config) error {
 		return createError(name, permission(err), fmt.Errorf("look up the new link: %w", err))
 	}
 	i.index = link.Attrs().Index
+	if err := setUp(i.nl, i.ns, link, cfg); err != nil {
+		return createError(name, permission(err), err)
+	}
+	if testHookConfigured != nil {
+		return testHookConfigured(i)
+	}
+	return nil
+}
 
+// setUp gives link cfg's addresses (IPv6 ones without duplicate address
+// detection) and routes, sets it up, and returns once the kernel has
+// installed the addresses' routes. nl and ns are the link's namespace.
+func setUp(nl *netlink.Handle, ns netns.NsHandle, link netlink.Link, cfg Config) error {
+	name, index := link.Attrs().Name, link.Attrs().Index
 	for _, p := range cfg.Addrs {
 		if p.Addr().Is6() {
-			if err := inNetns(i.ns, func() error { return enableIPv6(name) }); err != nil {
-				return createError(name, permission(err), err)
+			if err := inNetns(ns, func() error { return enableIPv6(name) }); err != nil {
+				return err
 			}
 			break
 		}
@@ -244,24 +257,62 @@ func (i *Interface) configure(cfg Config) error {
 			// bound to for the second or so DAD takes.
 			addr.Flags = unix.IFA_F_NODAD
 		}
-		if err := i.nl.AddrAdd(link, addr); err != nil {
-			return createError(name, permission(err), fmt.Errorf("add address %v: %w", p, err))
+		if err := nl.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("add address %v: %w", p, err)
 		}
 	}
-	if err := i.nl.LinkSetUp(link); err != nil {
-		return createError(name, permission(err), fmt.Errorf("set link up: %w", err))
+	if err := nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set link up: %w", err)
 	}
-	if err := waitRoutes(i.nl, i.index, cfg.Addrs); err != nil {
-		return createError(name, permission(err), err)
+	if err := waitRoutes(nl, index, cfg.Addrs); err != nil {
+		return err
 	}
 	for _, r := range cfg.Routes {
-		route := &netlink.Route{LinkIndex: i.index, Dst: ipNet(r.Masked()), Scope: netlink.SCOPE_LINK}
-		if err := i.nl.RouteAdd(route); err != nil {
-			return createError(name, permission(err), fmt.Errorf("add route %v: %w", r, err))
+		route := &netlink.Route{LinkIndex: index, Dst: ipNet(r.Masked()), Scope: netlink.SCOPE_LINK}
+		if err := nl.RouteAdd(route); err != nil {
+			return fmt.Errorf("add route %v: %w", r, err)
 		}
 	}
-	if testHookConfigured != nil {
-		return testHookConfigured(i)
+	return nil
+}
+
+// Configure does for a TUN interface that exists already, opened by other
+// code, what Create does for the one it makes: it sets the link's MTU to
+// cfg.MTU, gives it cfg.Addrs and cfg.Routes, sets it up, and returns once the
+// kernel has installed the addresses' routes. cfg.Name names the interface
+// (no "%d" pattern), in the namespace cfg.Netns. ustack bench uses it for
+// the TUN of its reference peer, which gVisor's own code opens.
+//
+// On failure it leaves what it did: the interface goes, with its addresses
+// and routes, when its owner closes the device.
+func Configure(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return configureError(cfg.Name, nil, err)
+	}
+	if strings.Contains(cfg.Name, "%") {
+		return configureError(cfg.Name, nil, errors.New("give the interface's name, not a pattern"))
+	}
+	ns, err := openNetns(cfg.Netns)
+	if err != nil {
+		return configureError(cfg.Name, nil, err)
+	}
+	defer ns.Close()
+	nl, err := netlinkAt(ns)
+	if err != nil {
+		return configureError(cfg.Name, permission(err), fmt.Errorf("open netlink in namespace %s: %w", cfg.Netns, err))
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(cfg.Name)
+	if err != nil {
+		return configureError(cfg.Name, permission(err), fmt.Errorf("look up link: %w", err))
+	}
+	if link.Attrs().MTU != cfg.MTU {
+		if err := nl.LinkSetMTU(link, cfg.MTU); err != nil {
+			return configureError(cfg.Name, permission(err), fmt.Errorf("set MTU %d: %w", cfg.MTU, err))
+		}
+	}
+	if err := setUp(nl, ns, link, cfg); err != nil {
+		return configureError(cfg.Name, permission(err), err)
 	}
 	return nil
 }

@@ -25,34 +25,37 @@ import (
 )
 
 const benchAbout = `
-Measures the kernel's TCP and ustack side by side, in one run, with the same
-Go load generator on kernel sockets: bulk throughput each way, 1-byte
-request/response latency (p50, p99) and rate (1 and 64 connections), new
-connections per second, the server process's CPU time per GiB, and ustack's
-memory per idle connection.
+Measures the kernel's TCP, ustack and gVisor's own TUN endpoint side by side,
+in one run, with the same Go load generator on kernel sockets: bulk throughput
+each way, 1-byte request/response latency (p50, p99) and rate (1 and 64
+connections), new connections per second, the server process's CPU time per
+GiB, and the userspace stacks' memory per idle connection.
 
 Everything runs in private network namespaces that ustack bench makes
 itself and that die with it (Ctrl-C included): nothing is created in the
 namespace you run it from, and the load goes only between its namespaces.
-  kernel veth  a Go discard/chargen/echo server (ustack serve --kernel) in a
-               namespace of its own, reached over a veth pair, MTU 1500
-  ustack       ustack up --serve discard:9,chargen:19,echo:7 on a TUN, MTU 1500
+The same apps (discard:9, chargen:19, echo:7) run on every variant, MTU 1500:
+  kernel veth           ustack serve --kernel in a namespace of its own,
+                        reached over a veth pair
+  ustack                ustack up --serve ... on a TUN
+  ustack --offload=off  the same, with ustack up --offload=off
+  gVisor fdbased        gVisor's netstack with its defaults on gVisor's
+                        fdbased endpoint over a TUN, as gVisor's TUN sample
+                        and tun2socks run it: the reference peer
 The variants are interleaved over --reps repetitions; the table gives the
-median [min–max] of each, and the ratio ustack/kernel of the medians. Each
+median [min–max] of each, and each variant's median over the kernel's. Each
 load loop is bounded in bytes and in seconds. --quick: one repetition with
-small sizes, under a minute. Needs root (it makes namespaces and a TUN).`
+small sizes, under a minute. Needs root (it makes namespaces and TUNs).`
 
 // benchInnerEnv marks the copy of ustack bench that runs inside the private
 // namespace the first one made for it (never set by a person).
 const benchInnerEnv = "USTACK_BENCH_INNER"
 
-// Addresses of the bench's links: ustack's usual ones on the TUN, and the
-// next /24 of the benchmarking range (RFC 2544) on the veth pair. They exist
-// only inside the bench's namespaces.
+// The bench's links. Every variant on a TUN has an interface and a /24 of the
+// benchmarking range (RFC 2544) of its own (see benchVariants), so that they
+// all run side by side; the veth pair to the kernel server takes
+// 198.19.0.0/24. They exist only inside the bench's namespaces.
 const (
-	benchTUNName    = "ubench0"
-	benchTUNHost    = "198.18.0.1/24"
-	benchStackAddr  = "198.18.0.2"
 	benchVethHost   = "bench-k0" // in the bench namespace
 	benchVethServer = "bench-k1" // in the kernel server's namespace
 	benchVethHostIP = "198.19.0.1/24"
@@ -81,7 +84,7 @@ var (
 // A benchMetric is one row of the table.
 type benchMetric struct {
 	key, name, unit string
-	ustackOnly      bool // the kernel has no process whose memory says it
+	userspaceOnly   bool // the kernel has no process whose memory says it
 }
 
 var benchMetrics = []benchMetric{
@@ -93,10 +96,54 @@ var benchMetrics = []benchMetric{
 	{key: "conn_rate", name: "connections (connect, 1 B echo, close)", unit: "k/s"},
 	{key: "cpu_upload_s_per_gib", name: "server process CPU, upload", unit: "s/GiB"},
 	{key: "cpu_download_s_per_gib", name: "server process CPU, download", unit: "s/GiB"},
-	{key: "idle_conn_kib", name: "memory per idle connection", unit: "KiB", ustackOnly: true},
+	{key: "idle_conn_kib", name: "memory per idle connection", unit: "KiB", userspaceOnly: true},
 }
 
-const benchNote = "note: the peer variants ustack --offload=off and gVisor's fdbased endpoint come with the fast path (issue 7); the server CPU of kernel veth leaves out the softirq work the kernel charges to the sender"
+// benchNotes are printed under the table (and are the JSON's notes).
+var benchNotes = []string{
+	"gVisor fdbased: netstack's defaults (Reno, SACK, 1 MiB buffers), one packet per read(2) and write(2), no GSO and no checksum offload (a TUN without the virtio-net header), as gVisor's TUN sample and tun2socks run it",
+	"server CPU of kernel veth leaves out the softirq work the kernel charges to the sender; memory per idle connection is the server process's growth, which the kernel's TCP has no process for",
+}
+
+// benchVariantSpec is one stack under test: the server process that runs the
+// apps on it, and where the load generator finds them.
+type benchVariantSpec struct {
+	key, name string
+	// kernel marks the baseline: the kernel's TCP over the veth pair, in
+	// the kernel server's namespace. The ratios are to its medians.
+	kernel bool
+	// cmd is the server's subcommand with the flags that make the variant
+	// (ustack up --offload=off); args adds the link and the apps.
+	cmd []string
+	// tun and hostCIDR are the TUN's name and the kernel's address on it
+	// (none for kernel); addr is where the apps listen.
+	tun, hostCIDR, addr string
+}
+
+// benchVariants are the variants, in the table's order. The first is the
+// kernel, the baseline.
+var benchVariants = []benchVariantSpec{
+	{key: "kernel", name: "kernel veth", kernel: true, cmd: []string{"serve", "--kernel"}, addr: benchServerIP},
+	{key: "ustack", name: "ustack", cmd: []string{"up"}, tun: "ubench0", hostCIDR: "198.18.0.1/24", addr: "198.18.0.2"},
+	{key: "ustack_offload_off", name: "ustack --offload=off", cmd: []string{"up", "--offload=off"}, tun: "ubench1", hostCIDR: "198.18.1.1/24", addr: "198.18.1.2"},
+	{key: "fdbased", name: "gVisor fdbased", cmd: []string{benchRefArg}, tun: benchRefTUN, hostCIDR: benchRefHost, addr: benchRefAddr},
+}
+
+// args is the server's command line; serverNs is the kernel server's
+// namespace.
+func (v benchVariantSpec) args(serverNs string) []string {
+	args := append(slices.Clone(v.cmd), "--quiet", "--serve", benchServices)
+	if v.kernel {
+		return append(args, "--netns", serverNs, "--listen", v.addr+":0")
+	}
+	args = append(args, "--name", v.tun, "--addr", v.hostCIDR, "--stack-addr", v.addr, "--no-ipv6", "--mtu", strconv.Itoa(benchMTU))
+	if v.cmd[0] == "up" {
+		// Stay root: the bench reads the process's CPU and memory. No
+		// control socket: nothing talks to it.
+		args = append(args, "--user", "root", "--control", "off")
+	}
+	return args
+}
 
 func runBench(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("bench", "sudo ustack bench [--reps N] [--quick] [--json]", benchAbout)
@@ -260,31 +307,38 @@ func (b *tailBuffer) String() string {
 	return string(b.buf)
 }
 
-// benchVariant is one stack under test, as the load generator sees it.
+// benchVariant is one stack under test with its running server.
 type benchVariant struct {
-	key, name string
-	host      string // the servers' address
-	server    *benchChild
+	benchVariantSpec
+	server *benchChild
 }
 
 // benchResults is what ustack bench prints (the JSON of --json).
 type benchResults struct {
-	Reps     int        `json:"reps"`
-	Quick    bool       `json:"quick"`
-	MTU      int        `json:"mtu"`
-	Variants []string   `json:"variants"`
-	Metrics  []benchRow `json:"metrics"`
-	Notes    []string   `json:"notes"`
+	Reps     int                `json:"reps"`
+	Quick    bool               `json:"quick"`
+	MTU      int                `json:"mtu"`
+	Variants []benchVariantInfo `json:"variants"` // in the table's order, the baseline first
+	Metrics  []benchRow         `json:"metrics"`
+	Notes    []string           `json:"notes"`
 	samples  map[string]map[string][]float64
 }
 
+type benchVariantInfo struct {
+	Key      string `json:"key"`
+	Name     string `json:"name"`
+	Baseline bool   `json:"baseline,omitempty"` // the kernel: the ratios are to it
+}
+
 type benchRow struct {
-	Key    string      `json:"key"`
-	Name   string      `json:"name"`
-	Unit   string      `json:"unit"`
-	Kernel *benchStats `json:"kernel"` // nil: not measured for the kernel
-	Ustack *benchStats `json:"ustack"`
-	Ratio  *float64    `json:"ratio,omitempty"` // ustack median / kernel median
+	Key  string `json:"key"`
+	Name string `json:"name"`
+	Unit string `json:"unit"`
+	// Values are by variant key; a variant the metric does not apply to
+	// (the kernel, for memory) has none.
+	Values map[string]*benchStats `json:"values"`
+	// Ratios are by variant key: the variant's median over the baseline's.
+	Ratios map[string]float64 `json:"ratios,omitempty"`
 }
 
 type benchStats struct {
@@ -329,22 +383,22 @@ func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes)
 		return nil, err
 	}
 
-	kernel, err := startBenchChild("ustack serve --kernel", "serve", "--kernel", "--quiet",
-		"--netns", serverNs, "--listen", benchServerIP+":0", "--serve", benchServices)
-	if err != nil {
-		return nil, err
-	}
-	defer kernel.stop()
-	ustack, err := startBenchChild("ustack up", "up", "--quiet", "--user", "root", "--control", "off",
-		"--name", benchTUNName, "--addr", benchTUNHost, "--no-ipv6", "--mtu", strconv.Itoa(benchMTU),
-		"--serve", benchServices)
-	if err != nil {
-		return nil, err
-	}
-	defer ustack.stop()
-	variants := []*benchVariant{
-		{key: "kernel", name: "kernel veth", host: benchServerIP, server: kernel},
-		{key: "ustack", name: "ustack", host: benchStackAddr, server: ustack},
+	var variants []*benchVariant
+	defer func() {
+		// All at once: each may take its shutdown grace.
+		var wg sync.WaitGroup
+		for _, v := range variants {
+			wg.Go(v.server.stop)
+		}
+		wg.Wait()
+	}()
+	for _, spec := range benchVariants {
+		name := fmt.Sprintf("the server of %s (ustack %s)", spec.name, strings.Join(spec.cmd, " "))
+		c, err := startBenchChild(name, spec.args(serverNs)...)
+		if err != nil {
+			return nil, err
+		}
+		variants = append(variants, &benchVariant{benchVariantSpec: spec, server: c})
 	}
 	for _, v := range variants {
 		if err := v.waitReady(ctx); err != nil {
@@ -354,17 +408,16 @@ func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes)
 
 	res := &benchResults{Reps: reps, MTU: benchMTU, samples: map[string]map[string][]float64{}}
 	for _, v := range variants {
-		res.Variants = append(res.Variants, v.name)
+		res.Variants = append(res.Variants, benchVariantInfo{Key: v.key, Name: v.name, Baseline: v.kernel})
 		res.samples[v.key] = map[string][]float64{}
 	}
 	prog := newProgress(env.Stderr)
 	defer prog.done()
 	for rep := 1; rep <= reps; rep++ {
-		order := variants
-		if rep%2 == 0 {
-			order = []*benchVariant{variants[1], variants[0]}
-		}
-		for _, v := range order {
+		// Each repetition starts with the next variant, so that none
+		// always runs first (on a cold cache) or right after another.
+		k := (rep - 1) % len(variants)
+		for _, v := range slices.Concat(variants[k:], variants[:k]) {
 			step := func(what string) { prog.show(fmt.Sprintf("bench: rep %d/%d · %s · %s", rep, reps, v.name, what)) }
 			if err := v.measure(ctx, rep, sizes, res.samples[v.key], step); err != nil {
 				if ctx.Err() != nil {
@@ -377,20 +430,37 @@ func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes)
 			}
 		}
 	}
-	for _, m := range benchMetrics {
-		row := benchRow{Key: m.key, Name: m.name, Unit: m.unit}
-		if !m.ustackOnly {
-			row.Kernel = summarize(res.samples["kernel"][m.key])
+	res.tabulate(variants)
+	res.Notes = benchNotes
+	return res, nil
+}
+
+// tabulate makes the rows of the table from the samples.
+func (res *benchResults) tabulate(variants []*benchVariant) {
+	var base string
+	for _, v := range variants {
+		if v.kernel {
+			base = v.key
 		}
-		row.Ustack = summarize(res.samples["ustack"][m.key])
-		if row.Kernel != nil && row.Ustack != nil && row.Kernel.Median > 0 {
-			r := row.Ustack.Median / row.Kernel.Median
-			row.Ratio = &r
+	}
+	for _, m := range benchMetrics {
+		row := benchRow{Key: m.key, Name: m.name, Unit: m.unit, Values: map[string]*benchStats{}}
+		for _, v := range variants {
+			if s := summarize(res.samples[v.key][m.key]); s != nil {
+				row.Values[v.key] = s
+			}
+		}
+		b := row.Values[base]
+		for _, v := range variants {
+			if s := row.Values[v.key]; s != nil && v.key != base && b != nil && b.Median > 0 {
+				if row.Ratios == nil {
+					row.Ratios = map[string]float64{}
+				}
+				row.Ratios[v.key] = s.Median / b.Median
+			}
 		}
 		res.Metrics = append(res.Metrics, row)
 	}
-	res.Notes = []string{benchNote}
-	return res, nil
 }
 
 // benchSetupNetns brings lo up in the bench namespace and widens its port
@@ -469,7 +539,7 @@ func benchLinkUp(name, cidr string) error {
 func (v *benchVariant) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		err := benchEcho(ctx, v.addr(7))
+		err := benchEcho(ctx, v.hostPort(7))
 		if err == nil {
 			return nil
 		}
@@ -480,22 +550,22 @@ func (v *benchVariant) waitReady(ctx context.Context) error {
 			return errors.New("interrupted; its namespaces and servers are gone")
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer on %s within 15 s: %v", v.name, v.addr(7), err)
+			return fmt.Errorf("%s did not answer on %s within 15 s: %v", v.name, v.hostPort(7), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (v *benchVariant) addr(port int) string { return net.JoinHostPort(v.host, strconv.Itoa(port)) }
+func (v *benchVariant) hostPort(port int) string { return net.JoinHostPort(v.addr, strconv.Itoa(port)) }
 
 // measure takes one sample of every metric.
 func (v *benchVariant) measure(ctx context.Context, rep int, sz benchSizes, out map[string][]float64, step func(string)) error {
 	add := func(key string, x float64) { out[key] = append(out[key], x) }
-	if v.key == "ustack" && rep == 1 {
+	if !v.kernel && rep == 1 {
 		// First, while the process has not yet grown heap for the other
 		// loops to leave behind.
 		step("memory per idle connection")
-		kib, err := idleConnMemory(ctx, v.server.cmd.Process.Pid, v.addr(7))
+		kib, err := idleConnMemory(ctx, v.server.cmd.Process.Pid, v.hostPort(7))
 		if err != nil {
 			return fmt.Errorf("memory per idle connection: %w", err)
 		}
@@ -504,7 +574,7 @@ func (v *benchVariant) measure(ctx context.Context, rep int, sz benchSizes, out 
 	pid := v.server.cmd.Process.Pid
 	step("bulk upload")
 	cpu0 := processCPU(pid)
-	n, d, err := bulkUpload(ctx, v.addr(9), sz.bulkBytes, sz.bulkTime)
+	n, d, err := bulkUpload(ctx, v.hostPort(9), sz.bulkBytes, sz.bulkTime)
 	if err != nil {
 		return fmt.Errorf("bulk upload: %w", err)
 	}
@@ -513,7 +583,7 @@ func (v *benchVariant) measure(ctx context.Context, rep int, sz benchSizes, out 
 
 	step("bulk download")
 	cpu0 = processCPU(pid)
-	n, d, err = bulkDownload(ctx, v.addr(19), sz.bulkBytes, sz.bulkTime)
+	n, d, err = bulkDownload(ctx, v.hostPort(19), sz.bulkBytes, sz.bulkTime)
 	if err != nil {
 		return fmt.Errorf("bulk download: %w", err)
 	}
@@ -521,7 +591,7 @@ func (v *benchVariant) measure(ctx context.Context, rep int, sz benchSizes, out 
 	add("cpu_download_s_per_gib", (processCPU(pid)-cpu0).Seconds()/(float64(n)/(1<<30)))
 
 	step("request/response")
-	lat, err := requestResponse(ctx, v.addr(7), sz.rrCount, sz.rrTime)
+	lat, err := requestResponse(ctx, v.hostPort(7), sz.rrCount, sz.rrTime)
 	if err != nil {
 		return fmt.Errorf("request/response: %w", err)
 	}
@@ -529,14 +599,14 @@ func (v *benchVariant) measure(ctx context.Context, rep int, sz benchSizes, out 
 	add("rr_p99_us", percentile(lat, 0.99))
 
 	step("request/response, 64 connections")
-	rate, err := manyRequestResponse(ctx, v.addr(7), benchRRConns, sz.rate)
+	rate, err := manyRequestResponse(ctx, v.hostPort(7), benchRRConns, sz.rate)
 	if err != nil {
 		return fmt.Errorf("request/response on %d connections: %w", benchRRConns, err)
 	}
 	add("rr64_rate", rate/1000)
 
 	step("connections per second")
-	rate, err = connectionRate(ctx, v.addr(7), sz.rate)
+	rate, err = connectionRate(ctx, v.hostPort(7), sz.rate)
 	if err != nil {
 		return fmt.Errorf("connections per second: %w", err)
 	}
@@ -828,16 +898,32 @@ func (p *progress) done() {
 	}
 }
 
+// printTable prints a column per variant, each but the baseline's followed by
+// its ratio to the baseline ("/kernel").
 func (r *benchResults) printTable(w io.Writer) {
-	fmt.Fprintf(w, "ustack bench: %d repetition(s), MTU %d, median [min–max]\n\n", r.Reps, r.MTU)
+	fmt.Fprintf(w, "ustack bench: %d repetition(s), MTU %d, median [min–max]; /kernel: the variant's median over the kernel's\n\n", r.Reps, r.MTU)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "metric\tunit\tkernel veth\tustack\tustack/kernel\n")
-	for _, m := range r.Metrics {
-		ratio := "—"
-		if m.Ratio != nil {
-			ratio = fmt.Sprintf("%.2f×", *m.Ratio)
+	head := []string{"metric", "unit"}
+	for _, v := range r.Variants {
+		head = append(head, v.Name)
+		if !v.Baseline {
+			head = append(head, "/kernel")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Unit, m.Kernel.String(), m.Ustack.String(), ratio)
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, m := range r.Metrics {
+		cells := []string{m.Name, m.Unit}
+		for _, v := range r.Variants {
+			cells = append(cells, m.Values[v.Key].String())
+			if !v.Baseline {
+				ratio := "—"
+				if x, ok := m.Ratios[v.Key]; ok {
+					ratio = fmt.Sprintf("%.2f×", x)
+				}
+				cells = append(cells, ratio)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -48,7 +48,7 @@ func commands() []command {
 		{"lab", "a lab without sudo: interface, stack and server in namespaces of their own, and a shell in them", runLab},
 		{"stats", "print the counters and connections of a running ustack", runStats},
 		{"set", "change the fault injection of a running ustack (--loss, --delay, ...)", runSet},
-		{"bench", "measure the kernel and ustack side by side in private namespaces: throughput, latency, connection rate", runBench},
+		{"bench", "measure the kernel, ustack and gVisor's own TUN endpoint side by side in private namespaces", runBench},
 		{"plot", "draw cwnd and ssthresh over time from a --tcp-probe CSV", runPlot},
 		{"version", "print the version", runVersion},
 	}
@@ -68,6 +68,8 @@ func Run(ctx context.Context, args []string, env *Env) int {
 		return runJanitor(args[1:])
 	case netnsHolderArg:
 		return runNetnsHolder()
+	case benchRefArg:
+		return report(env, benchRefArg, runBenchRef(ctx, env, args[1:]))
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && name == "help" {
 			return Run(ctx, []string{args[1], "--help"}, env)

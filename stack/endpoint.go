@@ -731,9 +731,12 @@ func (r *receiver) hand(pkt []byte, v *buffer.View, segments int, trusted bool) 
 }
 
 // count adds what the receiver handled to the endpoint's counters.
+//
+// The totals a reader waits on (RxPackets, RxDropped) are added last, so that
+// whoever sees them reach a count sees every other counter of those packets
+// too.
 func (r *receiver) count() {
 	st := &r.e.stats
-	st.RxPackets.Add(r.delivered)
 	st.RxBytes.Add(r.bytes)
 	st.RxIPv4Packets.Add(r.v4)
 	st.RxIPv4Bytes.Add(r.v4Bytes)
@@ -749,6 +752,7 @@ func (r *receiver) count() {
 	if r.dropped > 0 {
 		st.RxDropped.Add(r.dropped)
 	}
+	st.RxPackets.Add(r.delivered)
 }
 
 // WritePackets implements stack.LinkEndpoint.WritePackets. On the fast path

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -88,8 +89,10 @@ func pseudoHeaderSum(pkt []byte, ipLen int) uint16 {
 		ip := header.IPv4(pkt)
 		return header.PseudoHeaderChecksum(ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress(), n)
 	}
+	// The fast path takes no IPv6 extension headers: the next header is
+	// the transport.
 	ip := header.IPv6(pkt)
-	return header.PseudoHeaderChecksum(ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress(), n)
+	return header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(ip.NextHeader()), ip.SourceAddress(), ip.DestinationAddress(), n)
 }
 
 // segmentChecksumsValid checks a TCP or UDP packet's transport checksum (its
@@ -107,8 +110,8 @@ func segmentChecksumsValid(pkt []byte, ipLen int, ipSum bool) bool {
 		pseudo = header.PseudoHeaderChecksum(ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress(), uint16(len(pkt)-ipLen))
 	case header.IPv6Version:
 		ip := header.IPv6(pkt)
-		proto = ip.NextHeader()
-		pseudo = header.PseudoHeaderChecksum(ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress(), uint16(len(pkt)-ipLen))
+		proto = ip.NextHeader() // no extension headers on the fast path
+		pseudo = header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), ip.SourceAddress(), ip.DestinationAddress(), uint16(len(pkt)-ipLen))
 	default:
 		return false
 	}

@@ -90,6 +90,7 @@ type Endpoint struct {
 
 	mu      sync.Mutex
 	started bool   // guarded by mu: the read loop has been started
+	held    bool   // guarded by mu: Attach must not start the read loop yet
 	onClose func() // guarded by mu
 
 	stopping   atomic.Bool
@@ -430,13 +431,41 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if d != nil && !e.started && !e.stopping.Load() {
-		e.started = true
-		if e.frames != nil {
-			go e.readFramesLoop()
-		} else {
-			go e.readLoop()
-		}
+	if d != nil && !e.held {
+		e.startLocked()
+	}
+}
+
+// holdReading keeps Attach from starting the read loop until startReading:
+// a packet must not reach netstack while its stack is still being set up
+// (the forwarder installs its handlers after the NIC exists).
+func (e *Endpoint) holdReading() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.held = true
+}
+
+// startReading starts the read loop that holdReading held back, once a
+// dispatcher is attached.
+func (e *Endpoint) startReading() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.held = false
+	if e.dispatcher.Load() != nil {
+		e.startLocked()
+	}
+}
+
+// startLocked starts the read loop, once. Call with e.mu held.
+func (e *Endpoint) startLocked() {
+	if e.started || e.stopping.Load() {
+		return
+	}
+	e.started = true
+	if e.frames != nil {
+		go e.readFramesLoop()
+	} else {
+		go e.readLoop()
 	}
 }
 

@@ -112,6 +112,7 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("stack: faults: %w", err)
 	}
 	s := &Stack{ep: ep, addrs: append([]netip.Prefix(nil), cfg.Addrs...)}
+	ep.holdReading() // until the stack is set up whole
 	tcpProto := tcp.NewProtocol
 	if cfg.TCPProbe {
 		// The probe is chosen when the protocol is made, and costs a
@@ -137,6 +138,7 @@ func New(dev tun.Device, cfg Config) (*Stack, error) {
 		s.Close()
 		return nil, err
 	}
+	ep.startReading()
 	return s, nil
 }
 

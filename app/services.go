@@ -21,11 +21,16 @@ import (
 // they have its connection limit, idle timeout and graceful shutdown.
 
 const (
-	// echoBufSize is the one buffer an echo connection reads into and writes
-	// from: at most this much received data is held before it is sent back.
+	// echoBufSize is the largest the one buffer an echo connection reads
+	// into and writes from grows to: at most this much received data is held
+	// before it is sent back.
 	echoBufSize = 64 << 10
-	// discardBufSize is what a discard connection reads into.
+	// discardBufSize is the largest a discard connection's buffer grows to.
 	discardBufSize = 32 << 10
+	// firstBufSize is what those buffers start at. An idle connection then
+	// holds 1 KiB, not 64: a read that fills the buffer doubles it, so a
+	// bulk transfer reaches the full size within a few reads.
+	firstBufSize = 1 << 10
 	// chargenWriteSize is the most chargen hands to one Write.
 	chargenWriteSize = 64 << 10
 	// chargenLinger bounds how long chargen, having ended a stream itself
@@ -36,8 +41,9 @@ const (
 
 // EchoServer is the Echo Protocol of RFC 862 on TCP: it sends back every byte
 // it receives, until the client closes (after a half-close it closes too,
-// having sent everything back). Data passes through one 64 KiB buffer per
-// connection: the server reads at most that much before writing it back, so a
+// having sent everything back). Data passes through one buffer per connection,
+// 1 KiB growing to 64 KiB while reads fill it: the server reads at most that
+// much before writing it back, so a
 // client that sends without reading is slowed by TCP flow control, not
 // buffered. Limits: ServerOptions.MaxConns connections; a client that sends
 // nothing for IdleTimeout is closed, and so is one that does not read what
@@ -51,9 +57,28 @@ func NewEchoServer(opts ServerOptions) *EchoServer {
 	return s
 }
 
+// growingBuf is a read buffer that starts small and doubles, up to max,
+// whenever a read fills it.
+type growingBuf struct {
+	b   []byte
+	max int
+}
+
+func newGrowingBuf(max int) *growingBuf {
+	return &growingBuf{b: make([]byte, min(firstBufSize, max)), max: max}
+}
+
+// filled is called with what a read returned: a full buffer grows.
+func (g *growingBuf) filled(n int) {
+	if n == len(g.b) && len(g.b) < g.max {
+		g.b = make([]byte, min(2*len(g.b), g.max))
+	}
+}
+
 func (s *EchoServer) echo(c *serverConn, _ *slog.Logger) error {
-	buf := make([]byte, echoBufSize)
+	g := newGrowingBuf(echoBufSize)
 	for {
+		buf := g.b
 		if s.idle > 0 {
 			c.SetReadDeadline(time.Now().Add(s.idle))
 		}
@@ -68,6 +93,7 @@ func (s *EchoServer) echo(c *serverConn, _ *slog.Logger) error {
 			if werr != nil {
 				return writeEnd(werr, false)
 			}
+			g.filled(n)
 		}
 		if err != nil {
 			if isTimeout(err) {
@@ -95,7 +121,7 @@ func NewDiscardServer(opts ServerOptions) *DiscardServer {
 }
 
 func (s *DiscardServer) discard(c *serverConn, _ *slog.Logger) error {
-	buf := make([]byte, discardBufSize)
+	g := newGrowingBuf(discardBufSize)
 	// The disconnect line carries the SHA-256 of what arrived, so a lab can
 	// check that TCP delivered every byte, in order, through a lossy link.
 	h := sha256.New()
@@ -104,9 +130,10 @@ func (s *DiscardServer) discard(c *serverConn, _ *slog.Logger) error {
 		if s.idle > 0 {
 			c.SetReadDeadline(time.Now().Add(s.idle))
 		}
-		n, err := c.Read(buf)
+		n, err := c.Read(g.b)
 		c.received += int64(n)
-		h.Write(buf[:n])
+		h.Write(g.b[:n])
+		g.filled(n)
 		if err != nil {
 			if isTimeout(err) {
 				return errIdle

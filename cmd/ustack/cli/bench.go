@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -130,8 +131,8 @@ var benchVariants = []benchVariantSpec{
 }
 
 // args is the server's command line; serverNs is the kernel server's
-// namespace.
-func (v benchVariantSpec) args(serverNs string) []string {
+// namespace; profiles, when not empty, the directory for ustack's profiles.
+func (v benchVariantSpec) args(serverNs, profiles string) []string {
 	args := append(slices.Clone(v.cmd), "--quiet", "--serve", benchServices)
 	if v.kernel {
 		return append(args, "--netns", serverNs, "--listen", v.addr+":0")
@@ -141,6 +142,9 @@ func (v benchVariantSpec) args(serverNs string) []string {
 		// Stay root: the bench reads the process's CPU and memory. No
 		// control socket: nothing talks to it.
 		args = append(args, "--user", "root", "--control", "off")
+		if profiles != "" {
+			args = append(args, "--cpuprofile", filepath.Join(profiles, v.key+".cpu.pprof"), "--memprofile", filepath.Join(profiles, v.key+".heap.pprof"))
+		}
 	}
 	return args
 }
@@ -148,13 +152,15 @@ func (v benchVariantSpec) args(serverNs string) []string {
 func runBench(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("bench", "sudo ustack bench [--reps N] [--quick] [--json]", benchAbout)
 	var (
-		reps   int
-		quick  bool
-		asJSON bool
+		reps     int
+		quick    bool
+		asJSON   bool
+		profiles string
 	)
 	fs.IntVar(&reps, "reps", 5, "repetitions of each measurement, interleaved between the variants, 1..100 (--quick: 1)")
 	fs.BoolVar(&quick, "quick", false, "one repetition with small sizes (32 MiB or 2 s per transfer): under a minute")
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON instead of a table")
+	fs.StringVar(&profiles, "profile", "", "write a CPU profile of each ustack variant's server over the whole run, and a heap profile when it stops, to `DIR`: VARIANT.cpu.pprof, VARIANT.heap.pprof, for go tool pprof")
 	if err := parseFlagsOnly(fs, env, args); err != nil {
 		return err
 	}
@@ -163,6 +169,11 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 	}
 	if reps < 1 || reps > 100 {
 		return usageErrorf("--reps %d: give 1..100 repetitions", reps)
+	}
+	if profiles != "" {
+		if st, err := os.Stat(profiles); err != nil || !st.IsDir() {
+			return usageErrorf("--profile %q: give an existing directory (mkdir it first)", profiles)
+		}
 	}
 	if os.Getenv(benchInnerEnv) != "1" {
 		if os.Geteuid() != 0 {
@@ -174,7 +185,7 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 	if quick {
 		sizes = benchQuick
 	}
-	res, err := benchInNamespace(ctx, env, reps, sizes)
+	res, err := benchInNamespace(ctx, env, reps, sizes, profiles)
 	if err != nil {
 		return err
 	}
@@ -363,7 +374,7 @@ func summarize(samples []float64) *benchStats {
 
 // benchInNamespace sets up the variants in the private namespace this copy
 // of ustack bench runs in, measures them and takes everything down again.
-func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes) (_ *benchResults, err error) {
+func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes, profiles string) (_ *benchResults, err error) {
 	// Refuse to run in the namespace the bench was started from: the
 	// first copy must have made a new one.
 	self, err1 := os.Readlink("/proc/self/ns/net")
@@ -394,7 +405,7 @@ func benchInNamespace(ctx context.Context, env *Env, reps int, sizes benchSizes)
 	}()
 	for _, spec := range benchVariants {
 		name := fmt.Sprintf("the server of %s (ustack %s)", spec.name, strings.Join(spec.cmd, " "))
-		c, err := startBenchChild(name, spec.args(serverNs)...)
+		c, err := startBenchChild(name, spec.args(serverNs, profiles)...)
 		if err != nil {
 			return nil, err
 		}

@@ -20,7 +20,7 @@ func TestBenchVariants(t *testing.T) {
 		if i > 0 && v.kernel {
 			t.Errorf("%s is a second kernel variant", v.name)
 		}
-		args := v.args("/proc/1/ns/net")
+		args := v.args("/proc/1/ns/net", "")
 		if !slices.Equal(args[:len(v.cmd)], v.cmd) || !strings.Contains(strings.Join(args, " "), "--serve "+benchServices) {
 			t.Errorf("%s: args %q: want its command %q and the bench's apps", v.name, args, v.cmd)
 		}

@@ -36,6 +36,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		tcpf tcpFlags
 		ff   faultFlags
 		fwd  forwardFlags
+		prof profileFlags
 		port int
 		serv string
 		usr  string
@@ -47,6 +48,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	tcpf.register(fs)
 	ff.register(fs)
 	fwd.register(fs)
+	prof.register(fs)
 	fs.IntVar(&port, "port", 5000, "port of the ACK server (TCP and UDP) on the userspace stack; --serve ack:PORT says the same")
 	fs.StringVar(&usr, "user", "", "after creating the interface and the control socket as root, run as `USER` (name or uid), without any capability, before the first packet (default: the user who ran sudo, if any; root: stay root)")
 	fs.StringVar(&serv, "serve", "", "the apps to run on the userspace stack, `KIND:PORT,...`: ack (TCP and UDP), echo, discard, chargen, http; like ack:5000,echo:7,discard:9,chargen:19,http:80 (default ack:--port)")
@@ -95,6 +97,14 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 
+	if err := prof.start(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := prof.close(); err != nil {
+			opts.Logger.Error(err.Error())
+		}
+	}()
 	ul, err := bringUp("up", plan, &obsf, env, opts.Logger, as)
 	if err != nil {
 		return err
@@ -132,6 +142,9 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	case err := <-srv.errc:
 		srv.n--
 		failure = fmt.Errorf("the ACK server stopped: %v", err)
+	}
+	if err := prof.writeHeap(); err != nil {
+		opts.Logger.Error(err.Error())
 	}
 	if err := srv.stop(); err != nil && failure == nil {
 		failure = fmt.Errorf("the ACK server: %v", err)

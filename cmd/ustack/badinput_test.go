@@ -53,6 +53,8 @@ func TestBadInput(t *testing.T) {
 		{"host address is the network address", []string{"up", "--addr", "10.0.0.0/24"}, "--addr 10.0.0.0/24 is the network or broadcast address of 10.0.0.0/24"},
 		{"IPv4-mapped IPv6 address", []string{"up", "--addr", "::ffff:10.0.0.1/120"}, "is an IPv4-mapped IPv6 address"},
 		{"version takes no argument", []string{"version", "extra"}, `unexpected argument "extra"`},
+		{"profiles in one file", []string{"up", "--cpuprofile", "/tmp/ustack-prof", "--memprofile", "/tmp/ustack-prof"}, `--cpuprofile and --memprofile name the same file "/tmp/ustack-prof": give each its own`},
+		{"profile directory", []string{"bench", "--profile", "/nonexistent/ustack"}, `--profile "/nonexistent/ustack": give an existing directory (mkdir it first)`},
 		{"ui port", []string{"up", "--ui", "127.0.0.1:http"}, `--ui "127.0.0.1:http": port "http" is not a number from 0 to 65535: give ADDR:PORT, like 127.0.0.1:8080`},
 		{"ui address", []string{"up", "--ui", "1.2.3.4:5:6"}, `--ui "1.2.3.4:5:6": give ADDR:PORT, like 127.0.0.1:8080`},
 		{"trace mode", []string{"up", "--trace=loud"}, `invalid value "loud" for flag --trace: "loud": give --trace (one line a packet), --trace=verbose (with every header field) or --trace=ladder`},

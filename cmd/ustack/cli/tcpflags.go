@@ -79,7 +79,7 @@ type tcpFlags struct {
 
 func (t *tcpFlags) register(fs *flagSet) {
 	t.sack, t.rack = true, true
-	fs.StringVar(&t.cfg.CC, "cc", stack.Cubic, "TCP congestion control: reno (RFC 5681: halve cwnd on a loss) or cubic (RFC 9438: regrow it on a cubic curve) (`reno|cubic`)")
+	fs.StringVar(&t.cfg.CC, "cc", stack.Reno, "TCP congestion control: reno (RFC 5681: halve cwnd on a loss) or cubic (RFC 9438: regrow it on a cubic curve) (`reno|cubic`)")
 	fs.Var(onOff{&t.sack}, "sack", "selective acknowledgements, RFC 2018 (`on|off`): a loss costs one retransmission, not a window")
 	fs.Var(onOff{&t.rack}, "rack", "RACK-TLP loss detection, RFC 8985 (`on|off`); off: three duplicate ACKs and the retransmission timer only")
 	fs.Var(onOff{&t.cfg.Nagle}, "nagle", "Nagle's algorithm, RFC 896 (`on|off`): hold small writes while data is unacknowledged")

@@ -158,35 +158,9 @@ func BenchmarkEndpointWrite(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			raw := benchPacket(size)
-			hdrLen := header.IPv4MinimumSize + header.TCPMinimumSize
-			var pkts stack.PacketBufferList
-			for range benchBatch {
-				pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
-					ReserveHeaderBytes: hdrLen,
-					Payload:            buffer.MakeWithData(raw[hdrLen:]),
-				})
-				copy(pb.TransportHeader().Push(header.TCPMinimumSize), raw[header.IPv4MinimumSize:hdrLen])
-				copy(pb.NetworkHeader().Push(header.IPv4MinimumSize), raw[:header.IPv4MinimumSize])
-				pkts.PushBack(pb)
-			}
+			pkts := benchPacketBuffers(size, nil)
 			defer pkts.DecRef()
-			before := ep.Stats().TxPackets.Load()
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			written := 0
-			for written < b.N {
-				n, tcpipErr := ep.WritePackets(pkts)
-				if tcpipErr != nil {
-					b.Fatal(tcpipErr)
-				}
-				written += n
-			}
-			b.StopTimer()
-			if got := ep.Stats().TxPackets.Load() - before; got != uint64(written) {
-				b.Fatalf("wrote %d packets, the counters say %d", written, got)
-			}
+			benchWrite(b, ep, pkts, size)
 		})
 	}
 }
@@ -300,40 +274,57 @@ func BenchmarkEndpointWriteFrames(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			raw := benchPacket(size)
-			hdrLen := header.IPv4MinimumSize + header.TCPMinimumSize
-			var pkts stack.PacketBufferList
-			for range benchBatch {
-				pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
-					ReserveHeaderBytes: hdrLen,
-					Payload:            buffer.MakeWithData(raw[hdrLen:]),
-				})
-				copy(pb.TransportHeader().Push(header.TCPMinimumSize), raw[header.IPv4MinimumSize:hdrLen])
-				copy(pb.NetworkHeader().Push(header.IPv4MinimumSize), raw[:header.IPv4MinimumSize])
-				pb.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: tcpCsumOffset, MSS: 1448,
-					L3HdrLen: header.IPv4MinimumSize, MaxSize: gsoMaxSize}
-				pkts.PushBack(pb)
-			}
+			pkts := benchPacketBuffers(size, &stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: tcpCsumOffset, MSS: 1448,
+				L3HdrLen: header.IPv4MinimumSize, MaxSize: gsoMaxSize})
 			defer pkts.DecRef()
-			before := ep.Stats().TxPackets.Load()
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			written := 0
-			for written < b.N {
-				n, tcpipErr := ep.WritePackets(pkts)
-				if tcpipErr != nil {
-					b.Fatal(tcpipErr)
-				}
-				written += n
-			}
-			b.StopTimer()
-			if got := ep.Stats().TxPackets.Load() - before; got != uint64(written) {
-				b.Fatalf("wrote %d packets, the counters say %d", written, got)
-			}
+			benchWrite(b, ep, pkts, size)
 			if size > 1500 && ep.Stats().TxSuperpackets.Load() == 0 {
 				b.Fatal("no superpacket written")
 			}
 		})
+	}
+}
+
+// benchPacketBuffers makes benchBatch packets of size bytes as netstack's TCP
+// makes them: the headers pushed in front of a payload view, with gso's
+// options when it is not nil.
+func benchPacketBuffers(size int, gso *stack.GSO) stack.PacketBufferList {
+	raw := benchPacket(size)
+	hdrLen := header.IPv4MinimumSize + header.TCPMinimumSize
+	var pkts stack.PacketBufferList
+	for range benchBatch {
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
+			ReserveHeaderBytes: hdrLen,
+			Payload:            buffer.MakeWithData(raw[hdrLen:]),
+		})
+		copy(pb.TransportHeader().Push(header.TCPMinimumSize), raw[header.IPv4MinimumSize:hdrLen])
+		copy(pb.NetworkHeader().Push(header.IPv4MinimumSize), raw[:header.IPv4MinimumSize])
+		if gso != nil {
+			pb.GSOOptions = *gso
+		}
+		pkts.PushBack(pb)
+	}
+	return pkts
+}
+
+// benchWrite writes pkts through ep until b.N packets are written, and checks
+// the endpoint counted each.
+func benchWrite(b *testing.B, ep *Endpoint, pkts stack.PacketBufferList, size int) {
+	b.Helper()
+	before := ep.Stats().TxPackets.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	written := 0
+	for written < b.N {
+		n, tcpipErr := ep.WritePackets(pkts)
+		if tcpipErr != nil {
+			b.Fatal(tcpipErr)
+		}
+		written += n
+	}
+	b.StopTimer()
+	if got := ep.Stats().TxPackets.Load() - before; got != uint64(written) {
+		b.Fatalf("wrote %d packets, the counters say %d", written, got)
 	}
 }

@@ -78,18 +78,7 @@ func runBenchRef(ctx context.Context, env *Env, args []string) error {
 	srv, err := startApps(specs, appStack{
 		name: "gVisor netstack on gVisor's fdbased endpoint (reference)",
 		listen: func(port uint16) ([]net.Listener, error) {
-			var lns []net.Listener
-			for _, a := range addrs {
-				ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), port))
-				if err != nil {
-					for _, l := range lns {
-						l.Close()
-					}
-					return nil, err
-				}
-				lns = append(lns, ln)
-			}
-			return lns, nil
+			return listenOnEach(addrs, port, st.Listen)
 		},
 	}, opts)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -169,32 +170,10 @@ func netstackApps(st *stack.Stack, addrs []netip.Prefix) appStack {
 	return appStack{
 		name: "gVisor netstack, in user space (ustack)",
 		listen: func(port uint16) ([]net.Listener, error) {
-			var lns []net.Listener
-			for _, a := range addrs {
-				ln, err := st.Listen(netip.AddrPortFrom(a.Addr(), port))
-				if err != nil {
-					for _, l := range lns {
-						l.Close()
-					}
-					return nil, err
-				}
-				lns = append(lns, ln)
-			}
-			return lns, nil
+			return listenOnEach(addrs, port, st.Listen)
 		},
 		listenUDP: func(port uint16) ([]net.PacketConn, error) {
-			var pcs []net.PacketConn
-			for _, a := range addrs {
-				pc, err := st.ListenUDP(netip.AddrPortFrom(a.Addr(), port))
-				if err != nil {
-					for _, p := range pcs {
-						p.Close()
-					}
-					return nil, err
-				}
-				pcs = append(pcs, pc)
-			}
-			return pcs, nil
+			return listenOnEach(addrs, port, st.ListenUDP)
 		},
 		connInfo: func(local, remote net.Addr) []app.KV {
 			l, r := addrPortOf(local), addrPortOf(remote)
@@ -205,6 +184,23 @@ func netstackApps(st *stack.Stack, addrs []netip.Prefix) appStack {
 			return connKVs(c)
 		},
 	}
+}
+
+// listenOnEach listens on port at each of addrs; when one fails, it closes
+// the others.
+func listenOnEach[L io.Closer](addrs []netip.Prefix, port uint16, listen func(netip.AddrPort) (L, error)) ([]L, error) {
+	var out []L
+	for _, a := range addrs {
+		l, err := listen(netip.AddrPortFrom(a.Addr(), port))
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // addrPortOf returns a TCP address as a netip.AddrPort.

@@ -187,8 +187,10 @@ func parseFrame(hdr, pkt []byte) (frame, string) {
 	gsoType := h.gsoType &^ virtioGSOECN
 	if gsoType == virtioGSONone && h.flags&virtioFlagNeedsCsum == 0 {
 		// An ordinary packet: netstack checks all of it. DATA_VALID
-		// says the kernel checked the checksum already.
-		f.trusted = h.flags&virtioFlagDataValid != 0
+		// says the kernel checked the checksum already — of this packet,
+		// so never of a fragment: netstack would carry the trust over to
+		// the datagram it reassembles.
+		f.trusted = h.flags&virtioFlagDataValid != 0 && wholeTransport(pkt)
 		return f, ""
 	}
 	// Where the transport header starts, and what it is.
@@ -217,6 +219,11 @@ func parseFrame(hdr, pkt []byte) (frame, string) {
 		proto = ip.NextHeader()
 	default:
 		return f, "not IPv4 or IPv6"
+	}
+	if header.IPVersion(pkt) == header.IPv4Version && !wholeTransport(pkt) {
+		// The kernel completes a checksum before it fragments: an
+		// offload on a fragment is not its.
+		return f, "checksum offload or GSO on an IPv4 fragment"
 	}
 	if h.flags&virtioFlagNeedsCsum != 0 {
 		start, at := int(h.csumStart), int(h.csumStart)+int(h.csumOffset)
@@ -270,6 +277,27 @@ func parseFrame(hdr, pkt []byte) (frame, string) {
 		f.segments = (payload + f.mss - 1) / f.mss
 	}
 	return f, ""
+}
+
+// wholeTransport tells whether pkt carries its whole transport segment right
+// behind the IP header: not an IPv4 fragment, no IPv6 extension header (a
+// fragment header among them).
+func wholeTransport(pkt []byte) bool {
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		if len(pkt) < header.IPv4MinimumSize {
+			return false
+		}
+		ip := header.IPv4(pkt)
+		return !ip.More() && ip.FragmentOffset() == 0
+	case header.IPv6Version:
+		if len(pkt) < header.IPv6MinimumSize {
+			return false
+		}
+		next := header.IPv6(pkt).NextHeader()
+		return next == uint8(header.TCPProtocolNumber) || next == uint8(header.UDPProtocolNumber)
+	}
+	return false
 }
 
 // completeChecksum turns a partial checksum (the pseudo header's sum at at)

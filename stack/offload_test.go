@@ -462,23 +462,51 @@ func TestParseFrameRejects(t *testing.T) {
 		h.encode(b)
 		return b, p
 	}
-	for name, mod := range map[string]func(h *virtioNetHdr, p []byte) []byte{
-		"gso_size 0":             func(h *virtioNetHdr, p []byte) []byte { h.gsoSize = 0; return p },
-		"gso_size 47":            func(h *virtioNetHdr, p []byte) []byte { h.gsoSize = 47; return p },
-		"csum beyond the packet": func(h *virtioNetHdr, p []byte) []byte { h.csumOffset = 60000; return p },
-		"csum inside IP header":  func(h *virtioNetHdr, p []byte) []byte { h.csumStart = 4; return p },
-		"GSO TCPv6 on IPv4":      func(h *virtioNetHdr, p []byte) []byte { h.gsoType = virtioGSOTCPv6; return p },
-		"UDP GSO":                func(h *virtioNetHdr, p []byte) []byte { h.gsoType = 5; return p },
-		"GSO without NEEDS_CSUM": func(h *virtioNetHdr, p []byte) []byte { h.flags = 0; return p },
-		"GSO csum at UDP's":      func(h *virtioNetHdr, p []byte) []byte { h.csumOffset = udpCsumOffset; return p },
-		"cut short":              func(h *virtioNetHdr, p []byte) []byte { return p[:1000] },
-		"TCP data offset 80":     func(h *virtioNetHdr, p []byte) []byte { p[20+12] = 0xf0; return p[:60] },
-		"not IP":                 func(h *virtioNetHdr, p []byte) []byte { p[0] = 0x25; return p },
-		"empty":                  func(h *virtioNetHdr, p []byte) []byte { return p[:0] },
+	fragment := func(p []byte) []byte {
+		ip := header.IPv4(p)
+		ip.SetFlagsFragmentOffset(header.IPv4FlagMoreFragments, 0)
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+		return p
+	}
+	for _, c := range []struct {
+		name, why string
+		mod       func(h *virtioNetHdr, p []byte) []byte
+	}{
+		{"gso_size 0", "GSO size 0", func(h *virtioNetHdr, p []byte) []byte { h.gsoSize = 0; return p }},
+		{"gso_size 47", "GSO size 47", func(h *virtioNetHdr, p []byte) []byte { h.gsoSize = 47; return p }},
+		{"csum beyond the packet", "checksum place outside the packet", func(h *virtioNetHdr, p []byte) []byte { h.csumOffset = 60000; return p }},
+		{"csum inside IP header", "checksum place outside the packet", func(h *virtioNetHdr, p []byte) []byte { h.csumStart = 4; return p }},
+		{"GSO TCPv6 on IPv4", "GSO type 4 for an IPv4 packet", func(h *virtioNetHdr, p []byte) []byte { h.gsoType = virtioGSOTCPv6; return p }},
+		{"UDP GSO", "GSO type 5 for an IPv4 packet", func(h *virtioNetHdr, p []byte) []byte { h.gsoType = 5; return p }},
+		{"GSO without NEEDS_CSUM", "TCP GSO with neither NEEDS_CSUM nor DATA_VALID", func(h *virtioNetHdr, p []byte) []byte { h.flags = 0; return p }},
+		{"GSO csum at UDP's", "TCP GSO with a partial checksum elsewhere than TCP's", func(h *virtioNetHdr, p []byte) []byte { h.csumOffset = udpCsumOffset; return p }},
+		{"cut short", "IPv4 lengths do not match the frame", func(h *virtioNetHdr, p []byte) []byte { return p[:1000] }},
+		{"TCP data offset 60", "TCP header length outside the packet", func(h *virtioNetHdr, p []byte) []byte {
+			p = p[:60]
+			p[20+12] = 0xf0 // 60 bytes of TCP header in a 40-byte segment
+			header.IPv4(p).SetTotalLength(60)
+			return p
+		}},
+		{"not IP", "not IPv4 or IPv6", func(h *virtioNetHdr, p []byte) []byte { p[0] = 0x25; return p }},
+		{"empty", "empty packet", func(h *virtioNetHdr, p []byte) []byte { return p[:0] }},
+		{"GSO on a fragment", "checksum offload or GSO on an IPv4 fragment", func(h *virtioNetHdr, p []byte) []byte { return fragment(p) }},
+		{"NEEDS_CSUM on a fragment", "checksum offload or GSO on an IPv4 fragment", func(h *virtioNetHdr, p []byte) []byte { h.gsoType = virtioGSONone; return fragment(p) }},
 	} {
-		hdr, pkt := with(mod)
-		if _, why := parseFrame(hdr, pkt); why == "" {
-			t.Errorf("%s: accepted", name)
+		hdr, pkt := with(c.mod)
+		if _, why := parseFrame(hdr, pkt); why != c.why {
+			t.Errorf("%s: %q, want %q", c.name, why, c.why)
 		}
+	}
+	// DATA_VALID vouches for one packet, never for a fragment: netstack
+	// would carry the trust over to the datagram it reassembles.
+	whole := synFrame(1, virtioFlagDataValid)
+	if f, why := parseFrame(whole[:VirtioNetHdrLen], whole[VirtioNetHdrLen:]); why != "" || !f.trusted {
+		t.Errorf("DATA_VALID on a whole segment: trusted %t, %q", f.trusted, why)
+	}
+	frag := synFrame(1, virtioFlagDataValid)
+	fragment(frag[VirtioNetHdrLen:])
+	if f, why := parseFrame(frag[:VirtioNetHdrLen], frag[VirtioNetHdrLen:]); why != "" || f.trusted {
+		t.Errorf("DATA_VALID on a fragment: trusted %t, %q", f.trusted, why)
 	}
 }

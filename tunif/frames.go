@@ -107,8 +107,9 @@ func newFrames(file *os.File, name string) (*Frames, error) {
 
 // ReadFrame reads one frame: its virtio-net header into hdr (VirtioNetHdrLen
 // bytes) and its IP packet into pkt, and returns the packet's length. A frame
-// longer than hdr and pkt is cut short (the kernel drops the rest); the
-// caller checks the IP header's length. It blocks until a frame comes, the
+// longer than hdr and pkt fails the read and is lost (the kernel's
+// tun_put_user gives up on it), so pkt should hold 64 KiB, the most a TSO
+// frame carries; the caller checks the IP header's length. It blocks until a frame comes, the
 // read deadline passes (os.ErrDeadlineExceeded) or the device is closed or
 // its interface deleted (an error matching os.ErrClosed).
 func (f *Frames) ReadFrame(hdr, pkt []byte) (int, error) {

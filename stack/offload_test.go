@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -185,7 +186,8 @@ func TestOffloadTransfer(t *testing.T) {
 			var mu sync.Mutex
 			var bad []string
 			fa.setOnSend(func(f []byte) {
-				if _, why := parseFrame(f[:VirtioNetHdrLen], f[VirtioNetHdrLen:]); why != "" {
+				why := sentFrameProblem(f)
+				if why != "" {
 					mu.Lock()
 					bad = append(bad, why)
 					mu.Unlock()
@@ -219,6 +221,29 @@ func TestOffloadTransfer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sentFrameProblem checks a frame the endpoint wrote as the kernel would read
+// it: parseable, a GSO header only on a packet longer than one segment, and
+// hdr_len the IP and TCP headers' length (the kernel copies that much into
+// every segment it cuts).
+func sentFrameProblem(f []byte) string {
+	fr, why := parseFrame(f[:VirtioNetHdrLen], f[VirtioNetHdrLen:])
+	if why != "" {
+		return why
+	}
+	var h virtioNetHdr
+	h.decode(f[:VirtioNetHdrLen])
+	if h.gsoType == virtioGSONone {
+		return ""
+	}
+	switch {
+	case len(fr.pkt)-fr.hdrLen <= fr.mss:
+		return fmt.Sprintf("a GSO header on %d bytes of payload, MSS %d", len(fr.pkt)-fr.hdrLen, fr.mss)
+	case int(h.hdrLen) != fr.hdrLen:
+		return fmt.Sprintf("hdr_len %d, headers %d bytes", h.hdrLen, fr.hdrLen)
+	}
+	return ""
 }
 
 // TestOffloadFaultsPerSegment: with faults on B both ways, superpackets are

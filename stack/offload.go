@@ -312,6 +312,23 @@ func completeChecksum(pkt []byte, start, at int) {
 	binary.BigEndian.PutUint16(pkt[at:], sum)
 }
 
+// fillTCPChecksum computes the full TCP checksum of pkt, whose TCP header
+// starts at ipLen, as if it crossed a wire whole.
+func fillTCPChecksum(pkt []byte, ipLen int) {
+	tcp := header.TCP(pkt[ipLen:])
+	var src, dst tcpip.Address
+	if header.IPVersion(pkt) == header.IPv4Version {
+		ip := header.IPv4(pkt)
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	} else {
+		ip := header.IPv6(pkt)
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	}
+	tcp.SetChecksum(0)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(tcp)))
+	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+}
+
 // segmenter cuts TCP superpackets into wire-sized segments with full
 // checksums, into a buffer it reuses.
 type segmenter struct {
@@ -485,6 +502,12 @@ func (e *Endpoint) deliverFrame(hdr []byte, v *buffer.View, n int) bool {
 		// for one, for netstack to check it. Otherwise netstack takes
 		// it on the kernel's word, and nobody computes it.
 		completeChecksum(f.pkt, f.csumStart, f.csumAt)
+	}
+	if r.tapped && f.gso && !f.partial {
+		// A superpacket the kernel vouched for (DATA_VALID: received
+		// segments it merged, forwarded here) keeps its first segment's
+		// checksum; netstack trusts it, the trace would call it bad.
+		fillTCPChecksum(f.pkt, f.ipLen)
 	}
 	if r.tapped {
 		if f.segments > 1 {

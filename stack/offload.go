@@ -374,22 +374,16 @@ func (s *segmenter) split(pkt []byte, ipLen, hdrLen, mss int) [][]byte {
 			f &^= header.TCPFlagCwr
 		}
 		tcp.SetFlags(uint8(f))
-		var src, dst tcpip.Address
 		if v4 {
 			ip := header.IPv4(seg)
 			ip.SetTotalLength(uint16(len(seg)))
 			ip.SetID(id + uint16(i))
 			ip.SetChecksum(0)
 			ip.SetChecksum(^ip.CalculateChecksum())
-			src, dst = ip.SourceAddress(), ip.DestinationAddress()
 		} else {
-			ip := header.IPv6(seg)
-			ip.SetPayloadLength(uint16(len(seg) - header.IPv6MinimumSize))
-			src, dst = ip.SourceAddress(), ip.DestinationAddress()
+			header.IPv6(seg).SetPayloadLength(uint16(len(seg) - header.IPv6MinimumSize))
 		}
-		tcp.SetChecksum(0)
-		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(tcp)))
-		tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+		fillTCPChecksum(seg, ipLen)
 		s.segs = append(s.segs, seg)
 	}
 	s.buf = buf[:0]

@@ -74,19 +74,28 @@ func newBenchDevice(pkt []byte) *benchDevice {
 	return &benchDevice{pkt: pkt, budget: make(chan int), idle: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
+// wait, when the packets granted so far are all handed out, says so (the
+// read loop delivers what it read before it reads again: they have all
+// reached netstack) and waits for the next grant.
+func (d *benchDevice) wait() error {
+	if d.left > 0 {
+		return nil
+	}
+	select {
+	case d.idle <- struct{}{}:
+	default:
+	}
+	select {
+	case d.left = <-d.budget:
+		return nil
+	case <-d.closed:
+		return os.ErrClosed
+	}
+}
+
 func (d *benchDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if d.left == 0 {
-		// The read loop delivers a batch before it reads the next one: the
-		// packets handed out so far have all reached netstack.
-		select {
-		case d.idle <- struct{}{}:
-		default:
-		}
-		select {
-		case d.left = <-d.budget:
-		case <-d.closed:
-			return 0, os.ErrClosed
-		}
+	if err := d.wait(); err != nil {
+		return 0, err
 	}
 	n := min(len(bufs), d.left)
 	for i := range n {
@@ -174,16 +183,8 @@ type benchFrames struct {
 }
 
 func (d *benchFrames) ReadFrame(hdr, pkt []byte) (int, error) {
-	if d.left == 0 {
-		select {
-		case d.idle <- struct{}{}:
-		default:
-		}
-		select {
-		case d.left = <-d.budget:
-		case <-d.closed:
-			return 0, os.ErrClosed
-		}
+	if err := d.wait(); err != nil {
+		return 0, err
 	}
 	d.left--
 	copy(hdr, d.frame[:VirtioNetHdrLen])

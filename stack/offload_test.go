@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,48 +20,23 @@ import (
 	"github.com/ustack/ustack/stack/fault"
 )
 
-// framePipe is one end of an in-memory wire of frames (virtio header and
-// packet), a FrameDevice whose writes its peer reads. Between two stacks on
-// the fast path, a superpacket one writes reaches the other whole, with its
+// framePipe is a FrameDevice on an in-memory wire of frames (virtio header
+// and packet): its writes are read by its peer. Between two stacks on the
+// fast path, a superpacket one writes reaches the other whole, with its
 // partial checksum, as the kernel hands over its own.
-type framePipe struct {
-	in   chan []byte
-	peer *framePipe
-
-	closeOnce    sync.Once
-	closed       chan struct{}
-	readStopOnce sync.Once
-	readStop     chan struct{}
-
-	mu     sync.Mutex
-	onSend func(frame []byte) // sees a copy of every frame written
-}
+type framePipe struct{ *wireEnd }
 
 var _ FrameDevice = (*framePipe)(nil)
 
 func newFramePipe() (a, b *framePipe) {
-	mk := func() *framePipe {
-		return &framePipe{in: make(chan []byte, 4096), closed: make(chan struct{}), readStop: make(chan struct{})}
-	}
-	a, b = mk(), mk()
-	a.peer, b.peer = b, a
-	return a, b
-}
-
-func (p *framePipe) setOnSend(f func([]byte)) {
-	p.mu.Lock()
-	p.onSend = f
-	p.mu.Unlock()
+	wa, wb := newWire()
+	return &framePipe{wa}, &framePipe{wb}
 }
 
 func (p *framePipe) ReadFrame(hdr, pkt []byte) (int, error) {
-	var f []byte
-	select {
-	case <-p.closed:
-		return 0, os.ErrClosed
-	case <-p.readStop:
-		return 0, os.ErrDeadlineExceeded
-	case f = <-p.in:
+	f, err := p.receive()
+	if err != nil {
+		return 0, err
 	}
 	copy(hdr, f[:VirtioNetHdrLen])
 	return copy(pkt, f[VirtioNetHdrLen:]), nil
@@ -74,34 +47,17 @@ func (p *framePipe) WriteFrame(bufs [][]byte) (int, error) {
 	for _, b := range bufs {
 		f = append(f, b...)
 	}
-	p.mu.Lock()
-	onSend := p.onSend
-	p.mu.Unlock()
-	if onSend != nil {
-		onSend(f)
-	}
-	select {
-	case <-p.closed:
-		return 0, os.ErrClosed
-	case <-p.peer.closed:
-	case p.peer.in <- f:
+	if err := p.send(f); err != nil {
+		return 0, err
 	}
 	return len(f), nil
-}
-
-func (p *framePipe) SetReadDeadline(t time.Time) error {
-	if time.Until(t) > 0 {
-		return errors.New("framePipe: only a past deadline is supported")
-	}
-	p.readStopOnce.Do(func() { close(p.readStop) })
-	return nil
 }
 
 // closer is the tun.Device a fast-path stack owns in these tests: a pipe
 // nobody writes to, closed with the stack, which also closes the frames.
 func closer(t *testing.T, f *framePipe) *pipeDevice {
 	d, _ := newPipe(1, 1500)
-	t.Cleanup(func() { f.closeOnce.Do(func() { close(f.closed) }) })
+	t.Cleanup(func() { f.Close() })
 	return d
 }
 

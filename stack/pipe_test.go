@@ -14,51 +14,106 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
-// pipeDevice is one end of an in-memory wire: a tun.Device whose writes are
-// read by its peer. Unlike tuntest's ChannelTUN it moves batches, so the
-// endpoint's batch paths run, and it can record every packet that crosses.
-type pipeDevice struct {
-	in    chan []byte // packets the peer wrote, for Read
-	peer  *pipeDevice
-	batch int
-	mtu   int
+// wireEnd is one end of an in-memory wire: what its peer sent, waiting to be
+// read. The test devices of both link paths are made of it.
+type wireEnd struct {
+	in   chan []byte // what the peer sent
+	peer *wireEnd
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	// readStop, once closed, makes Read return os.ErrDeadlineExceeded.
+	// readStop, once closed, makes receive return os.ErrDeadlineExceeded.
 	readStopOnce sync.Once
 	readStop     chan struct{}
 
 	mu     sync.Mutex
-	onSend func(pkt []byte) // called with a copy of every packet written
+	onSend func(msg []byte) // called with every message sent
+}
+
+// newWire returns the two ends of a wire.
+func newWire() (a, b *wireEnd) {
+	mk := func() *wireEnd {
+		return &wireEnd{in: make(chan []byte, 4096), closed: make(chan struct{}), readStop: make(chan struct{})}
+	}
+	a, b = mk(), mk()
+	a.peer, b.peer = b, a
+	return a, b
+}
+
+func (w *wireEnd) setOnSend(f func([]byte)) {
+	w.mu.Lock()
+	w.onSend = f
+	w.mu.Unlock()
+}
+
+// receive waits for the next message.
+func (w *wireEnd) receive() ([]byte, error) {
+	select {
+	case <-w.closed:
+		return nil, os.ErrClosed
+	case <-w.readStop:
+		return nil, os.ErrDeadlineExceeded
+	case msg := <-w.in:
+		return msg, nil
+	}
+}
+
+// send hands msg, which the wire now owns, to the peer. A peer that is
+// closed loses it, as a cut wire does.
+func (w *wireEnd) send(msg []byte) error {
+	w.mu.Lock()
+	onSend := w.onSend
+	w.mu.Unlock()
+	if onSend != nil {
+		onSend(msg)
+	}
+	select {
+	case <-w.closed:
+		return os.ErrClosed
+	case <-w.peer.closed:
+	case w.peer.in <- msg:
+	}
+	return nil
+}
+
+// SetReadDeadline supports only a deadline in the past: it wakes a blocked
+// read for good, as a real TUN's file does.
+func (w *wireEnd) SetReadDeadline(t time.Time) error {
+	if time.Until(t) > 0 {
+		return errors.New("in-memory wire: only a past deadline is supported")
+	}
+	w.readStopOnce.Do(func() { close(w.readStop) })
+	return nil
+}
+
+func (w *wireEnd) Close() error {
+	w.closeOnce.Do(func() { close(w.closed) })
+	return nil
+}
+
+// pipeDevice is a tun.Device on an in-memory wire: its writes are read by its
+// peer. Unlike tuntest's ChannelTUN it moves batches, so the endpoint's batch
+// paths run, and it can record every packet that crosses.
+type pipeDevice struct {
+	*wireEnd
+	batch int
+	mtu   int
 }
 
 var _ tun.Device = (*pipeDevice)(nil)
 
 // newPipe returns two connected devices.
 func newPipe(batch, mtu int) (a, b *pipeDevice) {
-	a = &pipeDevice{in: make(chan []byte, 4096), batch: batch, mtu: mtu, closed: make(chan struct{}), readStop: make(chan struct{})}
-	b = &pipeDevice{in: make(chan []byte, 4096), batch: batch, mtu: mtu, closed: make(chan struct{}), readStop: make(chan struct{})}
-	a.peer, b.peer = b, a
-	return a, b
-}
-
-func (d *pipeDevice) setOnSend(f func([]byte)) {
-	d.mu.Lock()
-	d.onSend = f
-	d.mu.Unlock()
+	wa, wb := newWire()
+	return &pipeDevice{wa, batch, mtu}, &pipeDevice{wb, batch, mtu}
 }
 
 func (d *pipeDevice) File() *os.File { return nil }
 
 func (d *pipeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	var pkt []byte
-	select {
-	case <-d.closed:
-		return 0, os.ErrClosed
-	case <-d.readStop:
-		return 0, os.ErrDeadlineExceeded
-	case pkt = <-d.in:
+	pkt, err := d.receive()
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for {
@@ -76,44 +131,18 @@ func (d *pipeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 func (d *pipeDevice) Write(bufs [][]byte, offset int) (int, error) {
-	d.mu.Lock()
-	onSend := d.onSend
-	d.mu.Unlock()
 	for i, b := range bufs {
-		pkt := append([]byte(nil), b[offset:]...)
-		if onSend != nil {
-			onSend(pkt)
-		}
-		select {
-		case <-d.closed:
-			return i, os.ErrClosed
-		case <-d.peer.closed:
-			// The wire is cut: the packet is lost, as on a real link.
-		case d.peer.in <- pkt:
+		if err := d.send(append([]byte(nil), b[offset:]...)); err != nil {
+			return i, err
 		}
 	}
 	return len(bufs), nil
-}
-
-// SetReadDeadline supports only a deadline in the past: it wakes a blocked
-// Read for good, as a real TUN's file does.
-func (d *pipeDevice) SetReadDeadline(t time.Time) error {
-	if time.Until(t) > 0 {
-		return errors.New("pipeDevice: only a past deadline is supported")
-	}
-	d.readStopOnce.Do(func() { close(d.readStop) })
-	return nil
 }
 
 func (d *pipeDevice) MTU() (int, error)        { return d.mtu, nil }
 func (d *pipeDevice) Name() (string, error)    { return "pipe", nil }
 func (d *pipeDevice) Events() <-chan tun.Event { return nil }
 func (d *pipeDevice) BatchSize() int           { return d.batch }
-
-func (d *pipeDevice) Close() error {
-	d.closeOnce.Do(func() { close(d.closed) })
-	return nil
-}
 
 // echoPair builds two stacks joined by an in-memory wire of the given batch
 // size: A (198.18.0.1) with default settings, B (198.18.0.2) with bCfg's

@@ -133,24 +133,7 @@ func BenchmarkEndpointRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			waitIdle := func() {
-				select {
-				case <-dev.idle:
-				case <-time.After(30 * time.Second):
-					b.Fatal("the read loop did not come back for more packets")
-				}
-			}
-			waitIdle() // the read loop has started
-			before := s.Link().Stats().RxPackets.Load()
-			b.ReportAllocs()
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			dev.budget <- b.N
-			waitIdle()
-			b.StopTimer()
-			if got := s.Link().Stats().RxPackets.Load() - before; got != uint64(b.N) {
-				b.Fatalf("delivered %d packets, want %d", got, b.N)
-			}
+			benchRead(b, dev, s, size)
 		})
 	}
 }
@@ -240,24 +223,7 @@ func BenchmarkEndpointReadFrames(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			waitIdle := func() {
-				select {
-				case <-dev.idle:
-				case <-time.After(30 * time.Second):
-					b.Fatal("the read loop did not come back for more frames")
-				}
-			}
-			waitIdle()
-			before := s.Link().Stats().RxPackets.Load()
-			b.ReportAllocs()
-			b.SetBytes(int64(tc.size))
-			b.ResetTimer()
-			dev.budget <- b.N
-			waitIdle()
-			b.StopTimer()
-			if got := s.Link().Stats().RxPackets.Load() - before; got != uint64(b.N) {
-				b.Fatalf("delivered %d packets, want %d (%d bad frames)", got, b.N, s.Link().Stats().RxBadFrames.Load())
-			}
+			benchRead(b, dev.benchDevice, s, tc.size)
 		})
 	}
 }
@@ -327,5 +293,29 @@ func benchWrite(b *testing.B, ep *Endpoint, pkts stack.PacketBufferList, size in
 	b.StopTimer()
 	if got := ep.Stats().TxPackets.Load() - before; got != uint64(written) {
 		b.Fatalf("wrote %d packets, the counters say %d", written, got)
+	}
+}
+
+// benchRead grants dev b.N packets of size bytes and waits until s's read
+// loop delivered them all, timing that.
+func benchRead(b *testing.B, dev *benchDevice, s *Stack, size int) {
+	b.Helper()
+	waitIdle := func() {
+		select {
+		case <-dev.idle:
+		case <-time.After(30 * time.Second):
+			b.Fatal("the read loop did not come back for more packets")
+		}
+	}
+	waitIdle() // the read loop has started
+	before := s.Link().Stats().RxPackets.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	dev.budget <- b.N
+	waitIdle()
+	b.StopTimer()
+	if got := s.Link().Stats().RxPackets.Load() - before; got != uint64(b.N) {
+		b.Fatalf("delivered %d packets, want %d (%d bad frames)", got, b.N, s.Link().Stats().RxBadFrames.Load())
 	}
 }

@@ -34,19 +34,7 @@ func TestTapsProbeAndSnapshot(t *testing.T) {
 	packets := b.Link().Packets().Subscribe(1<<16, 64)
 	samples := b.Samples().Subscribe(1<<16, 0)
 
-	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 5000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
+	serveEcho(t, b, netip.AddrPortFrom(v4B.Addr(), 5000))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := a.DialContext(ctx, "tcp", "198.18.0.2:5000")

@@ -84,19 +84,7 @@ func offloadPair(t *testing.T, mtu int, faults fault.Config) (a, b *Stack, fa, f
 // checks that the same bytes come back, by SHA-256.
 func echoThrough(t *testing.T, a, b *Stack, server netip.Addr, size int, limit time.Duration) {
 	t.Helper()
-	ln, err := b.Listen(netip.AddrPortFrom(server, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
+	serveEcho(t, b, netip.AddrPortFrom(server, 7))
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	c, err := a.DialContext(ctx, "tcp", netip.AddrPortFrom(server, 7).String())

@@ -144,6 +144,25 @@ func (d *pipeDevice) Name() (string, error)    { return "pipe", nil }
 func (d *pipeDevice) Events() <-chan tun.Event { return nil }
 func (d *pipeDevice) BatchSize() int           { return d.batch }
 
+// serveEcho answers one connection to addr on s with everything it sends,
+// until the test ends.
+func serveEcho(t *testing.T, s *Stack, addr netip.AddrPort) {
+	t.Helper()
+	ln, err := s.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+}
+
 // echoPair builds two stacks joined by an in-memory wire of the given batch
 // size: A (198.18.0.1) with default settings, B (198.18.0.2) with bCfg's
 // (its addresses and MTU filled in), an echo server on B's port 7, and a
@@ -163,19 +182,7 @@ func echoPair(t *testing.T, batch int, bCfg Config, limit time.Duration) (a, b *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	ln, err := b.Listen(netip.AddrPortFrom(v4B.Addr(), 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
+	serveEcho(t, b, netip.AddrPortFrom(v4B.Addr(), 7))
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	c, err = a.DialContext(ctx, "tcp", "198.18.0.2:7")
